@@ -6,7 +6,7 @@ VENV        := .venv
 VPY         := $(VENV)/bin/python
 PY36        := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6.*/bin/python3.6) $(shell command -v python3.6))
 PYNEWEST    := $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.1[3-9].*/bin/python3.1?)))
-SHELL_FILES := entrypoint.sh scripts/*.sh .ci/run $(wildcard deploy/cron/*.sh)
+SHELL_FILES := entrypoint.sh scripts/*.sh .ci/run deploy/cron/cron-quiet
 PYTEST_ARGS ?=
 
 .PHONY: all bootstrap demo test lint unit e2e oldpython image bench clean help
@@ -30,7 +30,7 @@ demo: bootstrap
 	scripts/demo.sh
 
 test: bootstrap lint oldpython
-	$(VPY) -m pytest -q -ra $(PYTEST_ARGS) tests
+	IGWN_REQUIRE_IMAGE=1 $(VPY) -m pytest -q -ra $(PYTEST_ARGS) tests
 	$(VPY) bench/bench.py --reps 1 --json $(or $(TMPDIR),/tmp)/igwn-robot-get-bench-smoke.json
 
 lint: bootstrap
@@ -44,8 +44,8 @@ lint: bootstrap
 oldpython: bootstrap
 	scripts/python-venv.sh .venv36 "$(PY36)" "requests==2.27.1" "gssapi==1.7.3" "requests-gssapi==1.2.3" "certifi<2023" "urllib3<1.27"
 	scripts/python-venv.sh .venv-newest "$(PYNEWEST)" requests gssapi requests-gssapi
-	IGWN_TOOL_PYTHON=$(CURDIR)/.venv36/bin/python $(VPY) -m pytest -q tests/test_e2e_core.py -k smoke
-	IGWN_TOOL_PYTHON=$(CURDIR)/.venv-newest/bin/python $(VPY) -m pytest -q tests/test_e2e_core.py -k smoke
+	IGWN_TOOL_PYTHON=$(CURDIR)/.venv36/bin/python $(VPY) -m pytest -q -p no:cacheprovider tests/test_e2e_core.py
+	IGWN_TOOL_PYTHON=$(CURDIR)/.venv-newest/bin/python $(VPY) -m pytest -q -p no:cacheprovider tests/test_e2e_core.py
 
 image: bootstrap
 	scripts/build-image.sh
