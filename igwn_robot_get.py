@@ -64,6 +64,17 @@ def format_duration(seconds):
     return "{}{}s".format(sign, secs)
 
 
+def default_bearer_token_file(environ=None, uid=None):
+    """WLCG bearer token discovery: where the token file lives."""
+    environ = os.environ if environ is None else environ
+    uid = os.geteuid() if uid is None else uid
+    if environ.get("BEARER_TOKEN_FILE"):
+        return environ["BEARER_TOKEN_FILE"]
+    if environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(environ["XDG_RUNTIME_DIR"], "bt_u{}".format(uid))
+    return "/tmp/bt_u{}".format(uid)
+
+
 def _fast_options(argv):
     """(outfile, minsecs, verbose) from a plain command line, else None."""
     values, verbose, positionals = {}, 0, 0
@@ -86,10 +97,7 @@ def _fast_options(argv):
     outfile = (values.get("-o") or values.get("--outfile")
                or values.get("--bearertokenfile"))
     if outfile is None:
-        uid = os.geteuid()
-        outfile = os.environ.get("BEARER_TOKEN_FILE") or (
-            os.path.join(os.environ["XDG_RUNTIME_DIR"], "bt_u{}".format(uid))
-            if os.environ.get("XDG_RUNTIME_DIR") else "/tmp/bt_u{}".format(uid))
+        outfile = default_bearer_token_file()
     text = values.get("-m", values.get("--minsecs", "3600")).strip()
     unit = text[-1:] if text[-1:] in "smhd" else ""
     number = text[:len(text) - len(unit)]
@@ -150,7 +158,8 @@ def fast_path(argv):
 
 
 if __name__ == "__main__" and fast_path(sys.argv[1:]):
-    sys.exit(0)
+    sys.stderr.flush()
+    os._exit(0)  # nothing to clean up: skip the interpreter's teardown
 
 import argparse
 import base64
@@ -343,8 +352,7 @@ def parse_duration(text, what="duration"):
         raise UsageError(
             "{}: {!r} is not a number optionally followed by s, m, h or d"
             .format(what, text))
-    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return float(match.group(1)) * scale
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def format_principal(principal, realm=DEFAULT_REALM):
@@ -362,17 +370,6 @@ def default_role(principal):
     return principal.split("/", 1)[0]
 
 
-def default_bearer_token_file(environ=None, uid=None):
-    """WLCG bearer token discovery: where the token file lives."""
-    environ = os.environ if environ is None else environ
-    uid = os.geteuid() if uid is None else uid
-    if environ.get("BEARER_TOKEN_FILE"):
-        return environ["BEARER_TOKEN_FILE"]
-    if environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(environ["XDG_RUNTIME_DIR"], "bt_u{}".format(uid))
-    return "/tmp/bt_u{}".format(uid)
-
-
 def default_vault_token_file(uid=None):
     """htgettoken's vault token cache."""
     uid = os.geteuid() if uid is None else uid
@@ -383,6 +380,9 @@ def vault_url(server):
     """A bare host becomes ``https://host:8200``."""
     url = server if "://" in server else "https://" + server
     scheme, _, rest = url.partition("://")
+    if scheme.lower() != "https":
+        raise UsageError("--vaultserver {!r}: Vault is reached over https only"
+                         .format(server))
     hostport = rest.split("/", 1)[0]
     if not re.search(r":\d+$", hostport) or hostport.endswith("]"):
         hostport += ":8200"
