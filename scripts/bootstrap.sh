@@ -29,7 +29,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.requirements-stamp
 if [ ! -f "$stamp" ] || ! cmp -s requirements-dev.txt "$stamp"; then
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements-dev.txt
+    # (the filter hides pip's notes about local package mirrors absent here)
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+    .venv/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" || true
+    .venv/bin/python -c "import gssapi, pytest, hypothesis, pexpect, cryptography, yaml"
     cp requirements-dev.txt "$stamp"
 fi

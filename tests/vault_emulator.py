@@ -1,7 +1,8 @@
 """A Vault server emulator for htgettoken-style clients (tests only).
 
-Follows the htgettoken/htvault-config protocol (the project's vault-protocol spec): Kerberos login verified with a
-GSS-API acceptor, token create and lookup-self, creds and sts reads with
+Follows the htgettoken/htvault-config protocol (the project's vault-protocol
+spec): Kerberos login verified with a GSS-API acceptor, token create and
+lookup-self, creds and sts reads with
 minimum_seconds, the refresh-token write, and the OIDC device flow; answers
 with Vault's envelope and error shapes over TLS. A control API under /_emu/
 (counters, reset, config, secrets, state) lets tests count requests and inject
