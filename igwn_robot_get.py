@@ -1703,11 +1703,7 @@ def say_block(lines, event):
 def condor_handoff(opts):
     """``--condor``: hand the token to HTCondor's credd via
     condor_vault_storer, as igwn-robot-get does."""
-    if os.environ.get("IGWN_ROBOT_GET_IMAGE"):
-        raise CondorError(
-            "--condor does not work in the container image (it has no "
-            "HTCondor); install igwn-robot-get and HTCondor on the host and "
-            "run it there")
+    refuse_condor_in_image()
     storer = shutil.which("condor_vault_storer")
     if not storer:
         raise CondorError(
@@ -1743,6 +1739,14 @@ def condor_handoff(opts):
                               "above".format(storer, code))
     finally:
         shutil.rmtree(ccache_dir, ignore_errors=True)
+
+
+def refuse_condor_in_image():
+    if os.environ.get("IGWN_ROBOT_GET_IMAGE"):
+        raise CondorError(
+            "--condor does not work in the container image (it has no "
+            "HTCondor); install igwn-robot-get and HTCondor on the host and "
+            "run it there")
 
 
 def condor_param(name):
@@ -1982,8 +1986,7 @@ def run(opts, outcome):
         show(opts)
         return
     if opts.condor:
-        if os.environ.get("IGWN_ROBOT_GET_IMAGE"):
-            condor_handoff(opts)
+        refuse_condor_in_image()
         opts.keytab = check_keytab(opts.keytab)
         resolve_identity(opts)
         condor_handoff(opts)

@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shlex
-import socket
-import subprocess
 import sys
 import time
 
@@ -28,23 +26,12 @@ FIGURES = {"leak_scans": 0}
 # ------------------------------------------------------------------ helpers
 
 def run_tool(bed, args, env=None, timeout=60, verbose=True, vault=None, extra_secrets=()):
-    cmd = [sys.executable, tb.TOOL]
-    cmd += ["-a", vault, "--cafile", bed.ca_file] if vault else bed.tool_args()
-    cmd += (["-vvv"] if verbose else []) + [str(a) for a in args]
-    started = time.monotonic()
-    proc = subprocess.run(cmd, env=bed.tool_env() if env is None else env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
-    proc.elapsed = time.monotonic() - started
-    scan_output(bed, proc.stdout + proc.stderr, extra_secrets)
-    return proc
+    return tb.run_scanned(bed, args, env, timeout, None, verbose, vault, extra_secrets,
+                          FIGURES)
 
 
 def scan_output(bed, text, extra_secrets=()):
-    FIGURES["leak_scans"] += 1
-    leaks = tb.leaked_secrets(text, list(bed.emu.secrets()) + list(extra_secrets))
-    assert not leaks, "secrets in the output: %s\n%s" % (leaks, text[-3000:])
-    assert "Traceback" not in text, text[-3000:]
+    tb.scan_output(bed, text, extra_secrets, FIGURES)
 
 
 def read_text(path):
@@ -76,12 +63,7 @@ def env_for(bed, files, **extra):
     return bed.tool_env(HOME=files["home"], **extra)
 
 
-def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+closed_port = tb.closed_port
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,7 +12,6 @@ shared directories are refused; and no run at -vvv prints a secret.
 
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -33,24 +32,12 @@ FIGURES = {"leak_scans": 0, "fault_runs": 0, "faults_injected": 0, "faults_survi
 def run_tool(bed, args, env=None, timeout=90, umask=None, verbose=True, vault=None,
              extra_secrets=()):
     """Run the tool as a process; check its output for secrets and tracebacks."""
-    cmd = [sys.executable, tb.TOOL]
-    cmd += ["-a", vault, "--cafile", bed.ca_file] if vault else bed.tool_args()
-    cmd += (["-vvv"] if verbose else []) + [str(a) for a in args]
-    preexec = (lambda: os.umask(umask)) if umask is not None else None
-    started = time.monotonic()
-    proc = subprocess.run(cmd, env=bed.tool_env() if env is None else env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=preexec)
-    proc.elapsed = time.monotonic() - started
-    scan_output(bed, proc.stdout + proc.stderr, extra_secrets)
-    return proc
+    return tb.run_scanned(bed, args, env, timeout, umask, verbose, vault, extra_secrets,
+                          FIGURES)
 
 
 def scan_output(bed, text, extra_secrets=()):
-    FIGURES["leak_scans"] += 1
-    leaks = tb.leaked_secrets(text, list(bed.emu.secrets()) + list(extra_secrets))
-    assert not leaks, "secrets in the output: %s\n%s" % (leaks, text[-3000:])
-    assert "Traceback" not in text, text[-3000:]
+    tb.scan_output(bed, text, extra_secrets, FIGURES)
 
 
 def error_lines(text):
@@ -141,12 +128,7 @@ def seed(path, token, mode_bits=0o600):
     return token
 
 
-def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+closed_port = tb.closed_port
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+import testbed as tb
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ENTRYPOINT = os.path.join(REPO, "entrypoint.sh")
@@ -143,12 +145,7 @@ def listening_socket():
     return sock
 
 
-def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+closed_port = tb.closed_port
 
 
 # -- the script itself ------------------------------------------------------------------

@@ -162,6 +162,42 @@ def leaked_secrets(text, secret_values):
 
 # ---------------------------------------------------------------- TLS
 
+def closed_port():
+    """A 127.0.0.1 TCP port with nothing listening on it (for "Vault unreachable")."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def scan_output(bed, text, extra_secrets=(), figures=None):
+    """Assert that no token the emulator issued (nor any extra one) and no traceback
+    is in ``text``; count the scan in ``figures["leak_scans"]`` when given."""
+    if figures is not None:
+        figures["leak_scans"] = figures.get("leak_scans", 0) + 1
+    leaks = leaked_secrets(text, list(bed.emu.secrets()) + list(extra_secrets))
+    assert not leaks, "secrets in the output: %s\n%s" % (leaks, text[-3000:])
+    assert "Traceback" not in text, text[-3000:]
+
+
+def run_scanned(bed, args, env=None, timeout=90, umask=None, verbose=True, vault=None,
+                extra_secrets=(), figures=None):
+    """Run the tool as a process (at -vvv by default) and scan its output with
+    scan_output(); ``vault`` replaces the test bed's Vault URL."""
+    cmd = [os.environ.get("IGWN_TOOL_PYTHON") or sys.executable, TOOL]
+    cmd += ["-a", vault, "--cafile", bed.ca_file] if vault else bed.tool_args()
+    cmd += (["-vvv"] if verbose else []) + [str(a) for a in args]
+    preexec = (lambda: os.umask(umask)) if umask is not None else None
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=bed.tool_env() if env is None else env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=preexec)
+    proc.elapsed = time.monotonic() - started
+    scan_output(bed, proc.stdout + proc.stderr, extra_secrets, figures)
+    return proc
+
+
 def make_tls_files(directory):
     """Write a test CA (ca.pem) and a localhost server cert/key; return paths."""
     from cryptography import x509
