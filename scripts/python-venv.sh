@@ -14,7 +14,11 @@ if [ -x "$dir/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$*" ]; then
 fi
 rm -rf "$dir"
 "$python" -m venv "$dir"
-"$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip<22" 2>&1 | grep -v "is ignored: it is neither" || true
+# Python 3.6's own pip is too old to honour Requires-Python; pip 21 is its last.
+if "$dir/bin/python" -c 'import sys; sys.exit(sys.version_info >= (3, 7))'; then
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip<22" 2>&1 |
+        grep -v "is ignored: it is neither" || true
+fi
 "$dir/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored: it is neither" || true
 "$dir/bin/python" -c 'import requests, gssapi, requests_gssapi' 
 echo "$*" > "$stamp"
