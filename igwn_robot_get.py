@@ -1317,7 +1317,7 @@ class Vault(object):
         ssh = [p for p in policies if p.startswith("sshregister")]
         duration = auth.get("lease_duration")
         if (isinstance(duration, int) and 0 < duration <= ttl and not ssh):
-            return auth["client_token"]
+            return auth["client_token"], duration
         body = {"ttl": "{}s".format(int(ttl)), "renewable": "false"}
         if ssh:
             body["policies"] = [p for p in policies if p not in ssh]
@@ -1329,7 +1329,10 @@ class Vault(object):
                                "{}: {}); try a shorter --vaulttokenttl".format(
                                    format_duration(ttl), resp.status,
                                    resp.errors() or "no reason given"))
-        return _auth_field(resp, "token exchange")["client_token"]
+        new = _auth_field(resp, "token exchange")
+        duration = new.get("lease_duration")
+        return new["client_token"], (
+            duration if isinstance(duration, int) and duration > 0 else ttl)
 
     def oidc_start(self, nonce):
         path = "/v1/auth/oidc-{}/oidc/auth_url".format(self.issuer)
@@ -1449,9 +1452,9 @@ def _fetch_with(vault, opts, outcome):
     log.info("got a Kerberos ticket for %s; logging in to %s", opts.principal,
              opts.vaulturl)
     auth = vault.kerberos_login(negotiate)
-    vault_token = auth["client_token"]
+    vault_token, lifetime = auth["client_token"], None
     if opts.vaulttokenfile:
-        vault_token = vault.exchange(auth, opts.vaulttokenttl)
+        vault_token, lifetime = vault.exchange(auth, opts.vaulttokenttl)
     try:
         token = vault.read_bearer(vault_token)
     except TokenRejected as exc:
@@ -1461,7 +1464,7 @@ def _fetch_with(vault, opts, outcome):
                 opts.credkey, opts.role, exc))
     except NoRefreshToken as exc:
         return first_use(vault, opts, outcome, exc.reason)
-    save_vault_token(opts, vault_token)
+    save_vault_token(opts, vault_token, lifetime)
     outcome.how = "Kerberos login"
     return token
 
@@ -1495,14 +1498,22 @@ def cached_vault_token(opts):
     return token
 
 
-def save_vault_token(opts, vault_token):
+def save_vault_token(opts, vault_token, lifetime):
     """Cache the vault token for the next run; a failure here costs only a
-    Kerberos login next time, so it is a warning, not an error."""
+    Kerberos login next time, so it is a warning, not an error.
+
+    The file's modification time is set to the token's expiry minus
+    --vaulttokenttl, so that cached_vault_token() estimates its life right
+    even when Vault granted less than we asked for.
+    """
     if not opts.vaulttokenfile:
         return
     try:
         check_planted(opts.vaulttokenfile)
         write_atomically(opts.vaulttokenfile, vault_token + "\n")
+        if lifetime and lifetime < opts.vaulttokenttl:
+            stamp = time.time() + lifetime - opts.vaulttokenttl
+            os.utime(opts.vaulttokenfile, (stamp, stamp))
         log.debug("stored the vault token in %s", opts.vaulttokenfile)
     except (OSError, OutputError) as exc:
         log.warning("not caching the vault token: %s", exc)
@@ -1542,14 +1553,14 @@ def first_use(vault, opts, outcome, reason):
         raise OidcFailed("the OIDC login returned no refresh token; check "
                          "that the Vault role is set up for robots")
     remember_secret(refresh)
-    vault_token = auth["client_token"]
+    vault_token, lifetime = auth["client_token"], None
     if opts.vaulttokenfile:
-        vault_token = vault.exchange(auth, opts.vaulttokenttl)
+        vault_token, lifetime = vault.exchange(auth, opts.vaulttokenttl)
     vault.store_refresh_token(vault_token, refresh)
     if credkey and not opts.credkey_given:
         save_credkey(opts, credkey)
     token = vault.read_bearer(vault_token)
-    save_vault_token(opts, vault_token)
+    save_vault_token(opts, vault_token, lifetime)
     log.warning("OIDC login complete: Vault now holds a refresh token for "
                 "%s:%s; later runs will be unattended", opts.credkey,
                 opts.role)

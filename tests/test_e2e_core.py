@@ -124,6 +124,22 @@ def test_cached_vault_token_costs_one_request(tool, testbed, cached):
     assert tool.read() != cached and jwt_claims(tool.read())["exp"] > time.time() + 3600
 
 
+def test_short_lived_vault_token_is_not_reused_past_its_life(tool, testbed, jwt):
+    """Vault grants a 1-hour login token (no exchange needed): the next run must not
+    count on it for the usual 7 days, and logs in again instead of a refused read."""
+    testbed.emu.config(vault_token_ttl=3600)
+    assert run(tool).returncode == 0
+    assert calls(testbed) == {"kerberos_login": 1, "creds_read": 1}
+    assert tool.read(tool.vt) in testbed.emu.secrets()
+    tool.seed(jwt.expiring())
+    before = testbed.emu.counters()
+    result = run(tool, "-v")
+    assert result.returncode == 0, result.stderr
+    made = diff(testbed.emu.counters(), before)
+    assert made == {"kerberos_login": 1, "creds_read": 1}, made
+    assert "under --vaulttokenminttl" in result.stderr
+
+
 def test_no_vault_token_file_means_no_exchange(tool, testbed):
     result = run(tool, "--vaulttokenfile", "none")
     assert result.returncode == 0, result.stderr
