@@ -18,8 +18,9 @@ The flow of one run, top to bottom in this file:
 6. CLI: ``main()`` maps every failure to one line and one exit code.
 
 Public names are listed in ``__all__``.  The one third-party import is
-``gssapi`` (python-gssapi, which requests-gssapi also brings), made only when
-a Kerberos ticket is needed; HTTP and TLS use the standard library.  The
+``gssapi`` (python-gssapi, which requests-gssapi also brings), made only in a
+short-lived child process when a Kerberos ticket is needed; HTTP and TLS use
+the standard library.  The
 fresh-token path imports nothing beyond ``os``, ``sys``, ``binascii`` and
 ``time``.  The module runs on Python 3.6 and later.
 """
@@ -178,7 +179,6 @@ import stat
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 
@@ -812,19 +812,6 @@ def read_private_file(path, what):
 
 # -- Kerberos ------------------------------------------------------------------
 
-def need(module):
-    """Import a third-party module on the path that needs it, or say how to
-    install it."""
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        package = module
-        raise MissingPackage(
-            "the Python package {} is missing ({}); install it: "
-            "'python3 -m pip install {}', or the python3-{} package of your "
-            "distribution".format(package, exc, package, package))
-
 def kdc_names(realm, environ=None):
     """The KDCs krb5.conf lists for ``realm`` (for error messages only)."""
     environ = os.environ if environ is None else environ
@@ -857,68 +844,90 @@ def _krb5_config_without_rdns(tmpdir):
 def kerberos_negotiate(principal, keytab, ccache, service_host, timeout):
     """Get a ticket from the keytab and return an ``Authorization`` value.
 
-    The ticket lives in a memory credential cache unless ``ccache`` is given.
-    The KDC exchange runs in a worker thread so that a silent KDC costs at
-    most ``timeout`` seconds.
+    The GSS-API work runs in a child process (this same file, loaded there):
+    a KDC that never answers is dealt with by ending the child after
+    ``timeout``; the Kerberos configuration (``rdns = false``) is set in the
+    child's environment only; and this process never holds the Kerberos
+    libraries and the TLS stack at once, which halves its peak memory.  The
+    ticket lives in the child's memory credential cache unless ``ccache`` is
+    given, so nothing Kerberos-related is left on disk.
     """
-    result = {}
-    tmpdir = tempfile.mkdtemp(prefix="igwn-robot-get-")
-    saved = os.environ.get("KRB5_CONFIG")
-    os.environ["KRB5_CONFIG"] = _krb5_config_without_rdns(tmpdir)
-
-    def worker():
-        try:
-            result["header"] = _negotiate_header(
-                principal, keytab, ccache, service_host)
-        except BaseException as exc:  # reported by the caller
-            result["error"] = exc
-
-    try:
-        thread = threading.Thread(target=worker, name="kerberos")
-        thread.daemon = True
-        thread.start()
-        thread.join(timeout)
-    finally:
-        if saved is None:
-            os.environ.pop("KRB5_CONFIG", None)
-        else:
-            os.environ["KRB5_CONFIG"] = saved
-        shutil.rmtree(tmpdir, ignore_errors=True)
     realm = principal.rsplit("@", 1)[-1]
-    if thread.is_alive():
+    tmpdir = tempfile.mkdtemp(prefix="igwn-robot-get-")
+    env = dict(os.environ, KRB5_CONFIG=_krb5_config_without_rdns(tmpdir))
+    request = json.dumps([principal, keytab, ccache or "MEMORY:igwn-robot-get",
+                          service_host])
+    command = [sys.executable or "python3", "-c", _KERBEROS_CHILD,
+               os.path.abspath(__file__)]
+    try:
+        child = subprocess.run(command, input=request, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
         kdcs = ", ".join(kdc_names(realm)) or "found through DNS"
         raise KerberosError(
             "no answer from the KDC for realm {} ({}) within {}; check that "
             "the KDC is up and that its port (88 unless krb5.conf says "
             "otherwise) is reachable over UDP and TCP from here".format(
                 realm, kdcs, format_duration(timeout)))
-    if "error" in result:
-        raise _kerberos_error(result["error"], principal, keytab, realm)
-    return remember_secret(result["header"])
+    except OSError as exc:
+        raise KerberosError("cannot start the Kerberos step ({}): {}".format(
+            command[0], exc.strerror))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    try:
+        answer = json.loads(child.stdout)
+    except ValueError:
+        lines = child.stderr.strip().splitlines() or ["no output"]
+        raise KerberosError("the Kerberos step failed (exit {}): {}".format(
+            child.returncode, redact(lines[-1])))
+    if "missing" in answer:
+        raise MissingPackage(
+            "the Python package gssapi is missing ({}); install it: "
+            "'python3 -m pip install gssapi', or the python3-gssapi package "
+            "of your distribution".format(answer["missing"]))
+    if "error" in answer:
+        raise _kerberos_error(answer["error"], principal, keytab, realm)
+    return remember_secret("Negotiate " + answer["token"])
 
 
-def _negotiate_header(principal, keytab, ccache, service_host):
-    """The first token of a Kerberos context for ``host@<vault host>``, as
-    htgettoken sends it (raw krb5; Vault also takes SPNEGO)."""
-    gssapi = need("gssapi")
-    store = {"client_keytab": keytab,
-             "ccache": ccache or "MEMORY:igwn-robot-get-{}".format(os.getpid())}
-    name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
-    creds = gssapi.Credentials(name=name, usage="initiate", store=store)
-    target = gssapi.Name("host@" + service_host,
-                         gssapi.NameType.hostbased_service)
-    context = gssapi.SecurityContext(
-        name=target, creds=creds, usage="initiate",
-        mech=gssapi.OID.from_int_seq("1.2.840.113554.1.2.2"))
-    token = context.step()
-    return "Negotiate " + base64.b64encode(token).decode("ascii")
+# Loads this file as a module in the child (whatever the file is called) and
+# runs kerberos_child(); the request comes on stdin, the answer goes to stdout.
+_KERBEROS_CHILD = (
+    "import sys; from importlib import machinery, util; "
+    "loader = machinery.SourceFileLoader('igwn_robot_get', sys.argv[1]); "
+    "module = util.module_from_spec(util.spec_from_loader(loader.name, loader)); "
+    "loader.exec_module(module); module.kerberos_child()")
 
 
-def _kerberos_error(exc, principal, keytab, realm):
-    text = _gss_text(exc)
+def kerberos_child():
+    """In the child: the first token of a Kerberos context for
+    ``host@<vault host>``, as htgettoken sends it (raw krb5; Vault also takes
+    SPNEGO), or the reason there is none, as JSON on stdout."""
+    principal, keytab, ccache, service_host = json.loads(sys.stdin.read())
+    try:
+        import gssapi
+    except ImportError as exc:
+        answer = {"missing": str(exc)}
+    else:
+        try:
+            store = {"client_keytab": keytab, "ccache": ccache}
+            name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
+            creds = gssapi.Credentials(name=name, usage="initiate", store=store)
+            target = gssapi.Name("host@" + service_host,
+                                 gssapi.NameType.hostbased_service)
+            context = gssapi.SecurityContext(
+                name=target, creds=creds, usage="initiate",
+                mech=gssapi.OID.from_int_seq("1.2.840.113554.1.2.2"))
+            answer = {"token": base64.b64encode(context.step()).decode("ascii")}
+        except Exception as exc:  # every GSS failure is reported, not raised
+            answer = {"error": _gss_text(exc)}
+    sys.stdout.write(json.dumps(answer))
+
+
+def _kerberos_error(text, principal, keytab, realm):
+    """A KerberosError whose fix matches the GSS-API message ``text``."""
     low = text.lower()
-    if isinstance(exc, RobotGetError):
-        return exc
     if "server not found" in low or ("not found in kerberos database" in low
                                      and "host/" in low):
         fix = ("the Vault server's host principal is unknown to the KDC; check "
