@@ -54,4 +54,4 @@ bench: bootstrap
 	$(VPY) bench/bench.py
 
 clean:
-	rm -rf .venv .venv36 .venv-newest .demo bench/.venv-anchor .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .venv36 .venv-newest .demo bench/.venv-anchor bench/.venv-ours .pytest_cache .ruff_cache .hypothesis

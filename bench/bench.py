@@ -50,6 +50,8 @@ REPO = os.path.dirname(HERE)
 OURS_SCRIPT = os.path.join(REPO, "igwn_robot_get.py")
 ANCHOR_DIR = os.path.join(HERE, ".venv-anchor")
 ANCHOR_REQ = "igwn-robot-auth==0.3.3"
+OURS_DIR = os.path.join(HERE, ".venv-ours")
+OURS_REQ = "gssapi"
 ANCHOR_MODULE = "igwn_robot_auth.tools.get"
 OURS_MODULE = "igwn_robot_get"
 TIME_BIN = "/usr/bin/time"
@@ -75,40 +77,58 @@ def anchor_python():
     return os.path.join(ANCHOR_DIR, "bin", "python")
 
 
-def ensure_anchor():
-    """Create bench/.venv-anchor with igwn-robot-auth==0.3.3 (cached).
+def ensure_venv(directory, requirement):
+    """Create ``directory`` as a venv holding ``requirement`` (cached by a stamp).
 
-    Returns (python, version string) or (None, reason).
+    The venv's python is the interpreter running us (venv resolves it to its base
+    interpreter), so every tool runs on one Python. Returns (python, None) or
+    (None, reason).
     """
-    stamp = os.path.join(ANCHOR_DIR, ".bench-stamp")
-    py = anchor_python()
+    stamp = os.path.join(directory, ".bench-stamp")
+    py = os.path.join(directory, "bin", "python")
     if os.path.exists(stamp) and os.access(py, os.X_OK):
         with open(stamp) as f:
-            if f.read().strip() == ANCHOR_REQ:
-                return py, anchor_version(py)
-    log("creating %s with %s from PyPI (once; cached)" % (ANCHOR_DIR, ANCHOR_REQ))
-    shutil.rmtree(ANCHOR_DIR, ignore_errors=True)
-    # the venv's python is the interpreter running us (a venv python is fine:
-    # venv resolves it to its base interpreter), so both tools use one Python
+            if f.read().strip() == requirement:
+                return py, None
+    log("creating %s with %s from PyPI (once; cached)" % (directory, requirement))
+    shutil.rmtree(directory, ignore_errors=True)
     try:
-        subprocess.run([sys.executable, "-m", "venv", ANCHOR_DIR], check=True,
+        subprocess.run([sys.executable, "-m", "venv", directory], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except (subprocess.CalledProcessError, OSError) as exc:
         return None, "venv creation failed: %s" % exc
-    logfile = os.path.join(ANCHOR_DIR, "pip-install.log")
+    logfile = os.path.join(directory, "pip-install.log")
     with open(logfile, "w") as out:
         proc = subprocess.run(
             [py, "-m", "pip", "install", "--disable-pip-version-check",
-             "--no-input", ANCHOR_REQ],
+             "--no-input", requirement],
             stdout=out, stderr=subprocess.STDOUT, timeout=900)
     if proc.returncode != 0:
         with open(logfile) as f:
             tail = f.read().splitlines()[-15:]
         return None, "pip install %s failed (see %s):\n%s" % (
-            ANCHOR_REQ, logfile, "\n".join(tail))
+            requirement, logfile, "\n".join(tail))
     with open(stamp, "w") as f:
-        f.write(ANCHOR_REQ + "\n")
-    return py, anchor_version(py)
+        f.write(requirement + "\n")
+    return py, None
+
+
+def ensure_anchor():
+    """bench/.venv-anchor with igwn-robot-auth==0.3.3: (python, versions) or
+    (None, reason)."""
+    py, reason = ensure_venv(ANCHOR_DIR, ANCHOR_REQ)
+    return (py, anchor_version(py)) if py else (None, reason)
+
+
+def ensure_ours():
+    """bench/.venv-ours: what a copy-in host has for this tool (python-gssapi
+    only), so that ours is not measured inside the development venv with its
+    test packages. Falls back to this interpreter."""
+    py, reason = ensure_venv(OURS_DIR, OURS_REQ)
+    if py is None:
+        log("using %s for ours: %s" % (sys.executable, reason.splitlines()[0]))
+        return sys.executable
+    return py
 
 
 def anchor_version(py):
@@ -800,7 +820,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     bed.start()
     try:
-        tools = {"ours": Ours("ours", "ours (igwn_robot_get.py)", sys.executable, bed, workdir)}
+        ours_py = ensure_ours()
+        tools = {"ours": Ours("ours", "ours (igwn_robot_get.py)", ours_py, bed, workdir)}
         if theirs_py:
             tools["theirs"] = Theirs("theirs", "igwn-robot-get 0.3.3", theirs_py, bed, workdir)
         results = {
@@ -808,7 +829,7 @@ def main(argv=None):
             "command": "make bench  (.venv/bin/python bench/bench.py --reps %d)" % args.reps,
             "reps": args.reps,
             "machine": machine(),
-            "python": {"ours": sys.executable, "theirs": theirs_py,
+            "python": {"ours": ours_py, "theirs": theirs_py,
                        "version": platform.python_version()},
             "anchor_versions": anchor_ver if theirs_py else None,
             "tools": {k: {"label": t.label, "cmd": t.cmd()} for k, t in tools.items()},
