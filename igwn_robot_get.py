@@ -158,7 +158,17 @@ def fast_path(argv):
     return True
 
 
-if __name__ == "__main__" and fast_path(sys.argv[1:]):
+def _is_command():
+    """True when this process is the tool itself: the script, ``python -m``,
+    or the ``igwn-robot-get`` console script importing us (never when another
+    program imports the module)."""
+    if __name__ == "__main__":
+        return True
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return os.path.basename(main_file) == "igwn-robot-get"
+
+
+if _is_command() and fast_path(sys.argv[1:]):
     sys.stderr.flush()
     os._exit(0)  # nothing to clean up: skip the interpreter's teardown
 
