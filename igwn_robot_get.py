@@ -1405,19 +1405,17 @@ class Outcome(object):
 
     def __init__(self):
         self.renewed = False
-        self.token = None
         self.how = None
+
+    def succeeded(self, code):
+        """The token is good: the run exited 0, or renewed it and only the
+        --on-change command failed."""
+        return code == 0 or (code == HookFailed.exit_code and self.renewed)
 
 
 def interactive():
     """A human may answer: a terminal on stdin, stdout or stderr."""
-    for stream in (sys.stdin, sys.stdout, sys.stderr):
-        try:
-            if stream is not None and stream.isatty():
-                return True
-        except (ValueError, OSError):
-            pass
-    return False
+    return any(_isatty(stream) for stream in (sys.stdin, sys.stdout, sys.stderr))
 
 
 def resolve_identity(opts):
@@ -1893,7 +1891,7 @@ def write_status(opts, code, error, outcome, started):
     """``--status-file``: one JSON document about the last run."""
     previous = _read_json(opts.status_file)
     now = time.time()
-    ok = code == 0 or (code == HookFailed.exit_code and outcome.renewed)
+    ok = outcome.succeeded(code)
     doc = {
         "version": 1,
         "tool": PROG,
@@ -1934,7 +1932,7 @@ def write_metrics(opts, code, outcome):
     except (OSError, ValueError):
         pass
     now = time.time()
-    ok = code == 0 or (code == HookFailed.exit_code and outcome.renewed)
+    ok = outcome.succeeded(code)
     facts = token_facts(opts.outfile) or {}
     values = [
         ("token_expiry_timestamp_seconds", "gauge",
@@ -2341,7 +2339,6 @@ def main(argv=None):
                               "with the output of -vv".format(
                                   type(exc).__name__, redact(exc)))
         code = 1
-        log.debug("internal error", exc_info=False)
     if error is not None:
         if _isatty(sys.stderr) and opts.log_format == "text":
             sys.stderr.write("\r\033[K")
