@@ -931,7 +931,7 @@ def time_left(token, now=None):
         return None
 
 
-def stored_time_left(path):
+def stored_time_left(path, warn=True):
     """Seconds left of the token in our file at ``path``: None when there is
     no usable token.  A file we must not touch raises UntrustedFile; our own
     file with a bad mode is not believed, and will be replaced."""
@@ -942,8 +942,9 @@ def stored_time_left(path):
     except UntrustedFile as exc:
         if not exc.ours:
             raise
-        log.warning("not trusting the token file %s: %s; renewing it",
-                    path, exc.problem)
+        if warn:
+            log.warning("not trusting the token file %s: %s; renewing it",
+                        path, exc.problem)
         return None
     return time_left(token) if token else None
 
@@ -1462,7 +1463,7 @@ class VaultClient(object):
         last = None
         while True:
             if self.deadline - time.monotonic() <= 0:
-                raise last or self.timed_out(what, url)
+                raise given_up(last, attempt) or self.timed_out(what, url)
             attempt += 1
             prepared = self.session.prepare_request(requests.Request(
                 method, url, headers=headers, data=data, params=params,
@@ -1477,7 +1478,8 @@ class VaultClient(object):
                 status, reply_headers, content = self.send(
                     prepared, settings, proxy, what)
             except _DeadlinePassed:
-                raise last or self.timed_out(what, url, proxy)
+                raise given_up(last, attempt) or self.timed_out(what, url,
+                                                                proxy)
             except requests.exceptions.SSLError as exc:
                 raise VaultUnreachable(
                     "TLS with {} failed: {}; check --cafile/--capath (the CA "
@@ -1495,19 +1497,17 @@ class VaultClient(object):
                 if not (retry and status in RETRY_STATUSES):
                     return Response(status, content, reply_headers)
                 failure = VaultRefused(
-                    "Vault at {} kept answering HTTP {} ({}) to the {}; Vault "
-                    "may be sealed, overloaded or failing: try again later or "
-                    "tell its operators".format(
+                    "Vault at {} answered HTTP {} ({}) to the {}".format(
                         url_origin(url), status, Response(
                             status, content, reply_headers).errors() or
                         "no reason given", what))
+                failure.hint = ("Vault may be sealed, overloaded or failing: "
+                                "try again later or tell its operators")
                 retry_after = reply_headers.get("Retry-After")
             last = failure
-            if not retry:
-                raise failure
             delay = self.backoff(attempt, retry_after)
-            if delay >= self.deadline - time.monotonic() - 0.1:
-                raise failure
+            if not retry or delay >= self.deadline - time.monotonic() - 0.1:
+                raise given_up(failure, attempt)
             log.info("%s; retrying in %.1fs", failure, delay,
                      extra={"event": "retry"})
             time.sleep(delay)
@@ -1528,11 +1528,12 @@ class VaultClient(object):
             try:
                 length = reply.headers.get("Content-Length", "")
                 if length.strip().isdigit() and int(length) > MAX_BODY:
-                    raise self.too_large(what, "announces {} bytes".format(
+                    raise self.too_large(what, "it announces {} bytes".format(
                         int(length)))
                 content = reply.raw.read(MAX_BODY + 1)
                 if len(content) > MAX_BODY:
-                    raise self.too_large(what, "is longer")
+                    raise self.too_large(what, "it goes on past {} bytes"
+                                         .format(MAX_BODY))
             finally:
                 reply.close()
         log.debug("HTTP %d from %s in %.3fs", reply.status_code, what,
@@ -1545,10 +1546,10 @@ class VaultClient(object):
 
     def too_large(self, what, how):
         return VaultUnreachable(
-            "the reply to the {} from {} {} than {} bytes, more than any Vault "
-            "answer; something between us and Vault (a proxy, a captive "
-            "portal) is answering: check --vaultserver and the network"
-            .format(what, url_origin(self.url), how, MAX_BODY))
+            "the reply to the {} from {} is too large ({}; a Vault answer is "
+            "under {} bytes): something between us and Vault, such as a proxy "
+            "or a captive portal, may be answering; check --vaultserver and "
+            "the network".format(what, url_origin(self.url), how, MAX_BODY))
 
     def timed_out(self, what, url, proxy=None):
         return VaultUnreachable(
@@ -1602,6 +1603,17 @@ class VaultClient(object):
         delay = random.uniform(0, min(8.0, 0.5 * 2 ** (attempt - 1)))
         wait = parse_retry_after(retry_after)
         return max(delay, wait) if wait is not None else delay
+
+
+def given_up(failure, attempts):
+    """The last failure of a call, as the error that ends the run: the same
+    class (so the same exit code) whenever the same failure repeats."""
+    if failure is None:
+        return None
+    hint = getattr(failure, "hint", None)
+    return type(failure)("{} ({} attempt{} within --timeout){}".format(
+        failure, attempts, "" if attempts == 1 else "s",
+        "; " + hint if hint else ""))
 
 
 def _adapter(requests, context):
@@ -1990,7 +2002,7 @@ def cached_vault_token(config, robot):
                                   "remove it, or choose another "
                                   "--vaulttokenfile", private=True)
     except UntrustedFile as exc:
-        log.warning("ignoring it and logging in with Kerberos: %s", exc)
+        log.warning("%s; logging in with Kerberos instead", exc)
         return None
     token = token_text(data) if data else None
     if not token:
@@ -2525,7 +2537,7 @@ def _previous(path, what):
         data = read_trusted(path, what)
     except UntrustedFile as exc:
         if not exc.ours:
-            log.warning("not writing it: %s", exc)
+            log.warning("%s; not writing it", exc)
             return None
         return ""
     return (data or b"").decode("utf-8", "replace")
@@ -2764,7 +2776,7 @@ def run(config, outcome):
 def token_is_fresh(config, after_wait=False):
     """True when the token on disk has at least --minsecs left (what the
     fast path decides at the top of this file, for every case)."""
-    left = stored_time_left(config.outfile)
+    left = stored_time_left(config.outfile, warn=not after_wait)
     report = log.debug if after_wait else log.info
     if left is None:
         report("no usable token at %s: fetching one", config.outfile)
