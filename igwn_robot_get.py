@@ -542,14 +542,18 @@ def format_duration(seconds):
 READ_LIMIT = 65536
 
 
-def open_trusted(path, what, fix, private=False, limit=READ_LIMIT):
+def open_trusted(path, what, fix, private=False, limit=READ_LIMIT,
+                 reader=False):
     """(content, stat) of a file we may believe, or (None, None) if absent.
 
     The file is opened without following a symbolic link and without
     blocking (a FIFO or a device planted at our path cannot hang the run),
     and believed only if the descriptor is a regular file that belongs to us
-    and that nobody else can write (with ``private``, nor read).  Anything
-    else raises UntrustedFile; at most ``limit`` bytes are read.
+    and that nobody else can write (with ``private``, nor read).  A
+    ``reader`` (``--show`` run by another user in the writer's group) also
+    believes a file of another uid that only its owner can write, in a
+    directory that not everyone can write.  Anything else raises
+    UntrustedFile; at most ``limit`` bytes are read.
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     try:
@@ -570,7 +574,8 @@ def open_trusted(path, what, fix, private=False, limit=READ_LIMIT):
                     "a device" if stat.S_ISCHR(info.st_mode) or
                     stat.S_ISBLK(info.st_mode) else "not a regular file")
             raise UntrustedFile(path, what, "it is " + kind, fix)
-        if info.st_uid != os.geteuid():
+        if info.st_uid != os.geteuid() and not (reader and not os.stat(
+                os.path.dirname(os.path.abspath(path))).st_mode & 0o002):
             raise UntrustedFile(path, what, "it belongs to uid {}, not to us "
                                 "(uid {}), so someone else may have planted "
                                 "it".format(info.st_uid, os.geteuid()), fix)
@@ -998,7 +1003,11 @@ def find_keytab(name):
             "keytab {} is a directory: the host path given to docker -v did "
             "not exist, so docker created an empty directory; pass the keytab "
             "file".format(path))
-    keytabs = [n for n in inside if _is_keytab(os.path.join(path, n))]
+    # An entry we cannot read may be the keytab: check_keytab() says why.
+    keytabs = [n for n in inside if _is_keytab(os.path.join(path, n))
+               or not os.access(os.path.join(path, n), os.R_OK)]
+    if len(inside) == 1:
+        keytabs = inside
     if len(keytabs) != 1:
         raise KeytabError(
             "keytab {} is a directory holding {} ({}); point KRB5_KTNAME (or "
@@ -2444,7 +2453,9 @@ def show(config):
         source, token = "$BEARER_TOKEN", os.environ["BEARER_TOKEN"].strip()
     else:
         source = config.outfile
-        token = None if is_dev_file(source) else token_text(read_trusted(source))
+        token = None if is_dev_file(source) else token_text(open_trusted(
+            source, "token file", "remove it, or choose another path",
+            reader=True)[0])
     now = time.time()
     summary = token_summary(token, now) if token else None
     left = summary["time_left"] if summary else None
