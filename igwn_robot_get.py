@@ -1043,19 +1043,20 @@ def check_keytab(name):
     mode = stat.S_IMODE(info.st_mode)
     describe = "mode {:04o}, owner {}:{}, we are {}:{}".format(
         mode, info.st_uid, info.st_gid, os.geteuid(), os.getegid())
+    chmod = "on the host: chmod 600 /path/to/robot.keytab" if os.environ.get(
+        "IGWN_ROBOT_GET_IMAGE") else "run chmod 600 " + path
     if mode & (stat.S_IROTH | stat.S_IWOTH):
         raise KeytabError("keytab {} is readable or writable by others ({}); "
-                          "run chmod 600 {}".format(path, describe, path))
+                          "{}".format(path, describe, chmod))
     if mode & stat.S_IWGRP:
-        raise KeytabError("keytab {} is writable by its group ({}); run "
-                          "chmod 600 {}".format(path, describe, path))
+        raise KeytabError("keytab {} is writable by its group ({}); {}".format(
+            path, describe, chmod))
     if mode & stat.S_IRGRP:
         if info.st_uid == os.geteuid() or info.st_gid not in our_groups():
             raise KeytabError(
-                "keytab {} is readable by its group ({}); run chmod 600 {} "
-                "(group-read is accepted only for a Kubernetes Secret with "
-                "fsGroup: owned by root, group one of ours)"
-                .format(path, describe, path))
+                "keytab {} is readable by its group ({}); {} (group-read is "
+                "accepted only for a Kubernetes Secret with fsGroup: owned by "
+                "root, group one of ours)".format(path, describe, chmod))
         log.info("keytab %s is group-readable (%s): accepted as a Kubernetes "
                  "Secret mounted with fsGroup", path, describe)
     if not os.access(path, os.R_OK):
@@ -1503,6 +1504,11 @@ class VaultClient(object):
                                                 redirects)
                     redirects += 1
                     continue
+                if 300 <= status < 400:
+                    raise VaultRefused(
+                        "{} answered the {} with HTTP {}, a redirect Vault "
+                        "never sends (a proxy or a login portal?); check "
+                        "--vaultserver".format(url_origin(url), what, status))
                 if not (retry and status in RETRY_STATUSES):
                     return Response(status, content, reply_headers)
                 failure = VaultRefused(
@@ -1575,10 +1581,16 @@ class VaultClient(object):
         reason = describe_failure(exc)
         where = url_origin(url)
         if proxy:
-            return VaultUnreachable(
+            error = VaultUnreachable(
                 "cannot reach Vault at {} through the proxy {} ({}); check "
                 "HTTPS_PROXY/NO_PROXY and that the proxy allows CONNECT to {}"
-                .format(where, url_origin(proxy), reason, where))
+                "{}".format(where, url_origin(proxy), reason, where,
+                            " and which credentials it wants (in HTTPS_PROXY "
+                            "as http://user:password@host:port)" if " 407 " in
+                            " " + reason + " " else ""))
+            if " 407 " in " " + reason + " " or " 403 " in " " + reason + " ":
+                raise error  # the proxy said no: asking again changes nothing
+            return error
         error = VaultUnreachable(
             "cannot reach Vault at {} ({}); check --vaultserver, the network "
             "and DNS of this host (or container), and that outbound HTTPS to "
@@ -2447,6 +2459,17 @@ def format_claim(name, value, now):
     return printable(value)
 
 
+def json_safe(value):
+    """``value`` with NaN and infinities as strings, so the JSON is valid."""
+    if isinstance(value, float) and not -1e308 < value < 1e308:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def show(config):
     """``--show``: print the managed token's claims; never fetch."""
     if not config.outfile_given and os.environ.get("BEARER_TOKEN", "").strip():
@@ -2463,7 +2486,7 @@ def show(config):
         if not config.quiet:
             print(json.dumps({
                 "source": source, "minsecs": config.minsecs,
-                "claims": summary["claims"] if summary else None,
+                "claims": json_safe(summary["claims"]) if summary else None,
                 "time_left": left,
                 "fresh": left is not None and left >= config.minsecs},
                 sort_keys=True))
