@@ -2,7 +2,8 @@
 
 - `testbed`: the session's Testbed (tests/testbed.py), started on first use.
 - the emulator is reset before every test that uses `testbed` (counters,
-  faults, stored credentials, vault tokens), so tests are independent.
+  faults, stored credentials, vault tokens, the standby's mode; the CONNECT
+  proxy's log), so tests are independent.
 - `tool`: per-test paths (bearer token file, vault token file, HOME) and a
   `run()` that always passes -o and --vaulttokenfile, so tests never share
   /tmp/bt_u0 or /tmp/vt_u0.
@@ -41,9 +42,12 @@ def testbed():
 
 @pytest.fixture(autouse=True)
 def _reset_emulator(request):
-    """Reset the emulator before each test that uses the test bed."""
+    """Reset the emulator (and the CONNECT proxy's log) before each test that uses
+    the test bed."""
     if "testbed" in request.fixturenames:
-        request.getfixturevalue("testbed").emu.reset()
+        bed = request.getfixturevalue("testbed")
+        bed.emu.reset()
+        bed.proxy_reset()
 
 
 class ToolFiles:

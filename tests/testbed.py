@@ -5,9 +5,17 @@
 - a real MIT KDC (Debian's krb5kdc) for realm LIGO.ORG, with the robot
   robot/ci.ligo.org (keytab `.robot_keytab`), a second robot other/ci.ligo.org
   (keytab `.other_keytab`, no refresh token stored in Vault) and the Vault
-  service principal host/localhost (keytab `.service_keytab`);
-- a test CA and a server certificate for localhost, 127.0.0.1 and ::1;
-- the Vault emulator (vault_emulator.py) over TLS, driven through `.emu`.
+  service principals host/localhost, host/127.0.0.1 and host/vault.proxied.test
+  (keytab `.service_keytab`);
+- a test CA and a server certificate for localhost, vault.proxied.test,
+  127.0.0.1 and ::1;
+- the Vault emulator (vault_emulator.py) over TLS, driven through `.emu`, with
+  a real Kerberos replay cache (`.rcache`, a file in the bed's directory) and a
+  standby listener (`.standby_url`: https://127.0.0.1:<port>, every /v1/ call
+  answered 307 to https://localhost:<vault_port>; `.emu.standby(...)`);
+- a CONNECT proxy (connect_proxy.py, in this process; `.proxy_url`,
+  `.proxy_connects()`) that alone resolves vault.proxied.test to 127.0.0.1
+  (`.proxied_vault_url`).
 
 Use it as a context manager, or from a shell:
 `python3 tests/testbed.py up DIR` writes DIR/env.sh and DIR/testbed.json and
@@ -42,10 +50,12 @@ REALM = "LIGO.ORG"
 ROBOT = "robot/ci.ligo.org"
 OTHER = "other/ci.ligo.org"
 SERVICE = "host/localhost"
+PROXIED_HOST = "vault.proxied.test"  # resolved by the test proxy only
+SERVICES = (SERVICE, "host/127.0.0.1", "host/" + PROXIED_HOST)
 KRB5_SBIN = "/usr/sbin"
 
-__all__ = ["MALFORMED_JWTS", "OTHER", "REALM", "REPO", "ROBOT", "TOOL", "EmuClient", "Testbed",
-           "jwt_claims", "leaked_secrets", "make_jwt"]
+__all__ = ["MALFORMED_JWTS", "OTHER", "PROXIED_HOST", "REALM", "REPO", "ROBOT", "TOOL",
+           "EmuClient", "Testbed", "jwt_claims", "leaked_secrets", "make_jwt"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -226,7 +236,8 @@ def make_tls_files(directory):
                               critical=False)
                .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    sans = [x509.DNSName("localhost"), x509.DNSName(PROXIED_HOST),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1"))]
     cert = (builder(name("localhost"), ca_name, key.public_key())
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -264,6 +275,8 @@ KRB5_CONF = """\
 
 [domain_realm]
     localhost = {realm}
+    127.0.0.1 = {realm}
+    .proxied.test = {realm}
     .ligo.org = {realm}
 """
 
@@ -315,10 +328,13 @@ class Testbed:
         self.other_keytab = os.path.join(self.workdir, "other.keytab")
         self.service_keytab = os.path.join(self.workdir, "service.keytab")
         self.emulator_log = os.path.join(self.workdir, "emulator.log")
+        self.rcache = os.path.join(self.workdir, "emulator.rcache2")
         self.ca_file = self.server_cert = self.server_key = None
-        self.kdc_port = self.vault_port = None
-        self.vault_url = None
+        self.kdc_port = self.vault_port = self.standby_port = None
+        self.vault_url = self.standby_url = self.standby_localhost_url = None
+        self.proxied_vault_url = None
         self.emu = None
+        self.proxy = None
         self.silent_krb5_conf = self.silent_kdc_port = None
         self._kdc = self._emulator = None
         self._silent_socks = []
@@ -336,12 +352,16 @@ class Testbed:
             self.ca_file, self.server_cert, self.server_key = (
                 tls["ca.pem"], tls["server.pem"], tls["server.key"])
             self._start_emulator()
+            self._start_proxy()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self):
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         _stop_process(self._emulator)
         _stop_process(self._kdc)
         self._emulator = self._kdc = None
@@ -359,7 +379,7 @@ class Testbed:
     def _prepare_dirs(self):
         """Create the directories; a previous bed's database and logs are removed."""
         shutil.rmtree(self.db_dir, ignore_errors=True)
-        for path in (self.kdc_log, self.emulator_log):
+        for path in (self.kdc_log, self.emulator_log, self.rcache):
             if os.path.exists(path):
                 os.unlink(path)
         for path in (self.workdir, self.db_dir, self.home):
@@ -393,8 +413,8 @@ class Testbed:
                 os.unlink(keytab)
         script = "".join(
             f"addprinc -randkey {princ}\nktadd -k {keytab} {princ}\n"
-            for princ, keytab in ((ROBOT, self.robot_keytab), (OTHER, self.other_keytab),
-                                  (SERVICE, self.service_keytab)))
+            for princ, keytab in ((ROBOT, self.robot_keytab), (OTHER, self.other_keytab))
+            + tuple((service, self.service_keytab) for service in SERVICES))
         _run_admin([os.path.join(KRB5_SBIN, "kadmin.local"), "-r", REALM], env, script)
         for keytab in (self.robot_keytab, self.other_keytab, self.service_keytab):
             os.chmod(keytab, 0o600)
@@ -457,26 +477,86 @@ class Testbed:
             self.silent_krb5_conf = path
         return self.tool_env(KRB5_CONFIG=self.silent_krb5_conf, **extra)
 
+    def silent_kdc_contacts(self):
+        """Datagrams and TCP connections the silent KDC has received since the last
+        call (each call drains them): {"udp": n, "tcp": n}; None before silent_kdc_env()."""
+        if not self._silent_socks:
+            return None
+        udp, tcp = self._silent_socks
+        counts = {"udp": 0, "tcp": 0}
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        try:
+            while True:
+                udp.recvfrom(65536)
+                counts["udp"] += 1
+        except (BlockingIOError, InterruptedError):
+            pass
+        try:
+            while True:
+                conn, _ = tcp.accept()
+                conn.close()
+                counts["tcp"] += 1
+        except (BlockingIOError, InterruptedError):
+            pass
+        return counts
+
     # -- Vault emulator
 
     def _start_emulator(self):
         ready = os.path.join(self.workdir, "emulator.port")
         if os.path.exists(ready):
             os.unlink(ready)
-        env = dict(os.environ, KRB5_CONFIG=self.krb5_conf, KRB5RCACHETYPE="none")
-        env.pop("KRB5_KTNAME", None)
+        env = dict(os.environ, KRB5_CONFIG=self.krb5_conf)
+        for name in ("KRB5_KTNAME", "KRB5RCACHETYPE", "KRB5RCACHENAME", "KRB5RCACHEDIR"):
+            env.pop(name, None)
         cmd = [sys.executable, EMULATOR, "--port", "0", "--cert", self.server_cert,
                "--key", self.server_key, "--service-keytab", self.service_keytab,
                "--krb5-config", self.krb5_conf, "--ready-file", ready,
-               "--log-file", self.emulator_log]
+               "--log-file", self.emulator_log, "--rcache", self.rcache,
+               "--standby-port", "0"]
         self._emulator = subprocess.Popen(
             _with_parent_death(cmd), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             start_new_session=True)
         _wait_for(lambda: os.path.exists(ready), 15, "vault emulator", self._emulator)
         with open(ready) as handle:
-            self.vault_port = int(handle.read().strip())
+            ports = [int(p) for p in handle.read().split()]
+        self.vault_port = ports[0]
+        self.standby_port = ports[1] if len(ports) > 1 else None
         self.vault_url = f"https://localhost:{self.vault_port}"
+        if self.standby_port:
+            self.standby_url = f"https://127.0.0.1:{self.standby_port}"
+            self.standby_localhost_url = f"https://localhost:{self.standby_port}"
+        self.proxied_vault_url = f"https://{PROXIED_HOST}:{self.vault_port}"
         self.emu = EmuClient(self.vault_url, self.ca_file)
+
+    # -- CONNECT proxy
+
+    def _start_proxy(self):
+        if HERE not in sys.path:
+            sys.path.insert(0, HERE)
+        from connect_proxy import ConnectProxy
+        self.proxy = ConnectProxy({PROXIED_HOST: "127.0.0.1"}).start()
+
+    @property
+    def proxy_url(self):
+        """The CONNECT proxy, http://127.0.0.1:PORT (no credentials)."""
+        return self.proxy.url
+
+    @property
+    def proxy_url_with_credentials(self):
+        """http://USER:PASSWORD@127.0.0.1:PORT; the password is `.proxy.password`."""
+        return self.proxy.url_with_credentials
+
+    def proxy_connects(self):
+        """The proxy's CONNECT requests since the last proxy_reset(): a list of
+        {"target": "host:port", "status": 200, "credentials": bool, "auth_ok": bool, ...}."""
+        return self.proxy.connects()
+
+    def proxy_reset(self, require_auth=False):
+        """Forget the recorded CONNECTs; require_auth: 407 without the right credentials."""
+        self.proxy.reset()
+        self.proxy.require_auth = require_auth
 
     # -- running the tool
 
@@ -549,6 +629,9 @@ class Testbed:
             "service_keytab": self.service_keytab, "vault_url": self.vault_url,
             "vault_port": self.vault_port, "ca_file": self.ca_file,
             "emulator_log": self.emulator_log, "home": self.home,
+            "rcache": self.rcache, "standby_port": self.standby_port,
+            "standby_url": self.standby_url, "proxied_vault_url": self.proxied_vault_url,
+            "proxy_url": self.proxy.url if self.proxy else None,
             "kdc_pid": self._kdc.pid if self._kdc else None,
             "emulator_pid": self._emulator.pid if self._emulator else None,
         }
@@ -587,6 +670,10 @@ class EmuClient:
         return self._call("POST", "config", settings)
 
     def fault(self, endpoint, **fault):
+        """Queue a fault for endpoint (see vault_emulator.py's docstring): e.g.
+        close=True, drop_reply=True, status=503 (retry_after=S, retry_after_date=S,
+        processed=True), oversized="length"|"chunked"|"close" (size=N), drip=0.5
+        (drip_headers=True), delay=S; count=N (default 1)."""
         return self.config(faults=[dict(fault, endpoint=endpoint)])
 
     def credentials(self, key, state):
@@ -600,6 +687,34 @@ class EmuClient:
         """Stored credentials and live vault tokens (no secret values)."""
         return self._call("GET", "state")
 
+    def standby(self, mode="redirect", host="localhost", status=307):
+        """How the standby answers /v1/: "redirect" (307 to https://HOST:<vault port>,
+        same path and query), "http" (the same to http://), "loop" (307 to itself),
+        "serve" (answers like the active node). Reset by reset()."""
+        return self.config(standby={"mode": mode, "host": host, "status": status})
+
+    def standby_requests(self):
+        """The /v1/ requests the standby redirected: method, path, host, location,
+        vault_token and authorization (whether those headers came)."""
+        return self.state()["standby_requests"]
+
+    def kerberos_accepted(self):
+        """Logins whose Negotiate token the acceptor took: user, target (the service
+        principal of the ticket), host (of the request's Host header)."""
+        return self.state()["kerberos_accepted"]
+
+    def kerberos_refused(self):
+        """Logins refused with 401: host and reason (e.g. "... Request is a replay")."""
+        return self.state()["kerberos_refused"]
+
+    def replays(self):
+        """The refused logins whose reason was a replayed authenticator."""
+        return [r for r in self.kerberos_refused() if "replay" in r["reason"].lower()]
+
+    def dropped_replies(self):
+        """The requests processed whose reply a drop_reply fault withheld."""
+        return self.state()["dropped_replies"]
+
 
 # ---------------------------------------------------------------- CLI
 
@@ -607,7 +722,9 @@ def _write_env_sh(bed, directory):
     lines = ["# source me: environment for the igwn-robot-get test bed"]
     for key, value in (("KRB5_CONFIG", bed.krb5_conf), ("KRB5_KTNAME", bed.robot_keytab),
                        ("VAULT_URL", bed.vault_url), ("CA_FILE", bed.ca_file),
-                       ("TESTBED_DIR", bed.workdir)):
+                       ("TESTBED_DIR", bed.workdir), ("STANDBY_URL", bed.standby_url),
+                       ("PROXY_URL", bed.proxy_url),
+                       ("PROXIED_VAULT_URL", bed.proxied_vault_url)):
         lines.append(f"export {key}={value}")
     _write(os.path.join(directory, "env.sh"), "\n".join(lines) + "\n")
 

@@ -7,7 +7,40 @@ minimum_seconds, the refresh-token write, and the OIDC device flow; answers
 with Vault's envelope and error shapes over TLS. A control API under /_emu/
 (counters, reset, config, secrets, state) lets tests count requests and inject
 faults. Run: vault_emulator.py --port 0 --cert C --key K --service-keytab T
---krb5-config F --ready-file R [--log-file L].
+--krb5-config F --ready-file R [--log-file L] [--rcache FILE] [--standby-port 0].
+
+The Kerberos acceptor keeps a real replay cache (MIT "file2" at --rcache, or
+the library's default), so a Negotiate token presented twice is refused the
+second time with "Request is a replay", as Vault's Kerberos plugin does.
+
+Faults (``POST /_emu/config {"faults": [{"endpoint": E, ...}]}``, each used
+``count`` times, default 1), applied to the next request for endpoint E:
+  delay=S            sleep S seconds first (combines with the others)
+  close=True         close the connection before processing the request
+  drop_reply=True    process the request fully (login accepted and recorded in
+                     the replay cache, token minted, bearer token read), then
+                     close the connection without sending the reply
+  status=N [body=B] [retry_after=S | retry_after_date=S] [processed=True]
+                     answer N instead (Retry-After in seconds, or as an
+                     IMF-fixdate S seconds from now); with processed, only
+                     after processing the request (a login's authenticator is
+                     then used up, as when Vault's LDAP lookup fails after the
+                     ticket check)
+  oversized="length" | "chunked" | "close" [size=BYTES]
+                     the real answer padded with JSON whitespace to BYTES
+                     (default 50 MiB): announced with Content-Length, or
+                     chunked, or delimited by closing the connection
+  drip=S [drip_headers=True]
+                     the real answer with its Content-Length, the body sent one
+                     byte every S seconds (with drip_headers, the status line
+                     and headers are dripped too)
+
+The standby (--standby-port) is a second listener sharing this state: every
+/v1/ request gets ``307`` with ``Location: https://<active host>:<active
+port><same path and query>`` (``config {"standby": {...}}``: ``mode``
+"redirect" | "http" (Location is http://) | "loop" (Location is the standby
+itself) | "serve" (answers like the active node); ``host`` the active host
+named in Location, default "localhost"; ``status`` 307 or 308).
 """
 
 import argparse
@@ -15,6 +48,7 @@ import base64
 import binascii
 import copy
 import datetime
+import email.utils
 import json
 import os
 import re
@@ -46,7 +80,12 @@ DEFAULT_CONFIG = {
     "device": {"approve_after_polls": 1, "deny": False, "expire": False,
                "slow_down_once": False, "poll_interval": "1", "credkey": None,
                "complete_url": False, "sshregister": False},
+    # refuse a Kerberos ticket whose service principal is not host/<the host the
+    # request was addressed to> (a real Vault holds one service principal only)
+    "check_service_principal": False,
+    "standby": {"mode": "redirect", "host": "localhost", "status": 307},
 }
+STANDBY_MODES = ("redirect", "http", "loop", "serve")
 DEFAULT_CREDENTIALS = {"robot/ci.ligo.org:robot": "good", "other/ci.ligo.org:other": "missing"}
 
 ROUTES = [
@@ -74,6 +113,18 @@ class VaultError(Exception):
 
 def denied():
     return VaultError(403, "permission denied")
+
+
+def request_host(header):
+    """The host name of a Host header value (no port, no brackets), lower case."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+class Dropped(Exception):
+    """The connection is closed without a reply (a fault)."""
 
 
 def b64url(data):
@@ -173,6 +224,10 @@ class State:
             self.device_states = {}
             self.polls = []
             self.logins = []
+            self.kerberos_accepted = []
+            self.kerberos_refused = []
+            self.standby_requests = []
+            self.dropped_replies = []
             for key, state in DEFAULT_CREDENTIALS.items():
                 self.set_credential(key, state)
 
@@ -205,7 +260,14 @@ class State:
                         self.set_credential(name, state)
                 elif key == "device":
                     self.config["device"].update(value)
-                elif key in ("token_lifetime", "token_kind", "vault_token_ttl", "issuers"):
+                elif key == "standby":
+                    if value.get("mode", "redirect") not in STANDBY_MODES:
+                        raise VaultError(400, f"standby mode must be one of {STANDBY_MODES}")
+                    if int(value.get("status", 307)) not in (301, 302, 303, 307, 308):
+                        raise VaultError(400, "standby status must be a redirect")
+                    self.config["standby"].update(value)
+                elif key in ("token_lifetime", "token_kind", "vault_token_ttl", "issuers",
+                             "check_service_principal"):
                     self.config[key] = value
                 else:
                     raise VaultError(400, f"unknown config key {key!r}")
@@ -243,6 +305,10 @@ class State:
                                              for k, v in self.credentials.items()},
                     "vault_tokens": sum(1 for t in self.tokens.values() if t["expires"] > now),
                     "logins": list(self.logins), "polls": list(self.polls),
+                    "kerberos_accepted": copy.deepcopy(self.kerberos_accepted),
+                    "kerberos_refused": copy.deepcopy(self.kerberos_refused),
+                    "standby_requests": copy.deepcopy(self.standby_requests),
+                    "dropped_replies": copy.deepcopy(self.dropped_replies),
                     "connections": self.connections,
                     "config": copy.deepcopy(self.config),
                     "faults_pending": copy.deepcopy(self.faults)}
@@ -303,13 +369,28 @@ class Vault:
     def kerberos_login(self, req, issuer, role):
         self.check_issuer(issuer, req.route_path)
         token = self.negotiate_token(req.headers.get("Authorization", ""))
-        principal = self.accept(token)
-        user, _, realm = principal.rpartition("@")
-        if realm != REALM or not user:
-            raise VaultError(401, "authentication failed",
-                             warnings=[f"principal {principal} is not in realm {REALM}"])
+        host = request_host(req.headers.get("Host", ""))
+        try:
+            principal, target = self.accept(token)
+            user, _, realm = principal.rpartition("@")
+            if realm != REALM or not user:
+                raise VaultError(401, "authentication failed",
+                                 warnings=[f"principal {principal} is not in realm {REALM}"])
+            wanted = f"host/{host}@{REALM}"
+            if self.state.config["check_service_principal"] and target != wanted:
+                raise VaultError(401, "authentication failed", warnings=[
+                    f"Wrong principal in request: the ticket is for {target}, "
+                    f"this server is {wanted}"])
+        except VaultError as exc:
+            with self.state.lock:
+                self.state.kerberos_refused.append(
+                    {"time": time.time(), "host": host,
+                     "reason": " ".join(exc.body.get("warnings") or exc.body.get("errors"))})
+            raise
         st = self.state
         with st.lock:
+            st.kerberos_accepted.append({"time": time.time(), "user": user, "target": target,
+                                         "host": host})
             record = st.issue_token(
                 {"method": "kerberos", "user": user, "credkey": user, "issuer": issuer,
                  "role": role, "path": f"auth/kerberos-{issuer}_{role}/login"},
@@ -335,7 +416,7 @@ class Vault:
             if not ctx.complete:
                 raise VaultError(401, "authentication failed",
                                  warnings=["GSS-API context needs more than one round trip"])
-            return str(ctx.initiator_name)
+            return str(ctx.initiator_name), str(ctx.target_name)
         except gssapi.exceptions.GSSError as exc:
             reason = " ".join(str(exc).split())
             raise VaultError(401, "authentication failed", warnings=[reason])
@@ -614,7 +695,7 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self, method):
         started = time.monotonic()
         self.read_request()
-        endpoint, headers = "control", {}
+        endpoint, headers, fault, note = "control", {}, None, ""
         try:
             if self.route_path.startswith("/_emu/"):
                 status, body = self.server.control(method, self.route_path[6:], self.body_params())
@@ -623,16 +704,41 @@ class Handler(BaseHTTPRequestHandler):
                     self.counted = True
                     self.server.state.count_connection()
                 endpoint, handler, groups = self.route(method)
-                if self.inject_fault(endpoint):
-                    return self.log_line(method, endpoint, "closed", started)
+                fault = self.server.state.take_fault(endpoint)
+                if fault is not None:
+                    self.fault_before(fault)
                 status, body = handler(self, **groups)
+        except Dropped:
+            return self.log_line(method, endpoint, "closed", started)
         except VaultError as exc:
             status, body, headers = exc.status, exc.body, exc.headers
+            if status == 401 and isinstance(body, dict) and body.get("warnings"):
+                note = " [" + "; ".join(body["warnings"]) + "]"
         except Exception as exc:  # an emulator bug: answer 500, log it
             status, body = 500, {"errors": [f"emulator bug: {type(exc).__name__}"]}
             self.server.log(f"emulator exception: {exc!r}")
-        self.respond(status, body, headers)
-        self.log_line(method, endpoint, status, started)
+        if fault is not None and fault.get("status") and fault.get("processed"):
+            error = self.status_fault(fault)
+            status, body, headers = error.status, error.body, error.headers
+        if fault is not None and fault.get("drop_reply"):
+            self.close_connection = True
+            with self.server.state.lock:
+                self.server.state.dropped_replies.append(
+                    {"time": time.time(), "endpoint": endpoint, "status": status})
+            return self.log_line(method, endpoint, f"{status}, reply dropped{note}", started)
+        try:
+            if fault is not None and fault.get("oversized"):
+                self.respond_oversized(status, body, headers, fault)
+                note += " [oversized {}]".format(fault["oversized"])
+            elif fault is not None and fault.get("drip"):
+                note += " [dripped]"
+                self.respond_drip(status, body, headers, fault)
+            else:
+                self.respond(status, body, headers)
+        except (OSError, ssl.SSLError) as exc:  # the client went away mid-answer
+            self.close_connection = True
+            note += f" [client gone: {type(exc).__name__}]"
+        self.log_line(method, endpoint, f"{status}{note}", started)
 
     def route(self, method):
         for verb, pattern, name in ROUTES:
@@ -643,23 +749,30 @@ class Handler(BaseHTTPRequestHandler):
         self.server.state.count("other")
         raise VaultError(404, f"no handler for route {self.route_path!r}")
 
-    def inject_fault(self, endpoint):
-        """Apply the next configured fault; True when the connection was dropped."""
-        fault = self.server.state.take_fault(endpoint)
-        if fault is None:
-            return False
+    def fault_before(self, fault):
+        """The part of a fault applied before the request is processed: raise
+        Dropped (close), VaultError (status) or return (the rest comes later)."""
         if fault.get("delay"):
             time.sleep(float(fault["delay"]))
         if fault.get("close"):
             self.close_connection = True
-            return True
-        if fault.get("status"):
-            body = fault.get("body")
-            if body is None:
-                body = {"errors": ["emulated fault: status {}".format(fault["status"])]}
-            headers = {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") else {}
-            raise VaultError(int(fault["status"]), raw_body=body, headers=headers)
-        return False
+            raise Dropped()
+        if fault.get("status") and not fault.get("processed"):
+            raise self.status_fault(fault)
+
+    @staticmethod
+    def status_fault(fault):
+        """The VaultError answer of a status fault (with its Retry-After, if any)."""
+        body = fault.get("body")
+        if body is None:
+            body = {"errors": ["emulated fault: status {}".format(fault["status"])]}
+        headers = {}
+        if fault.get("retry_after") is not None:
+            headers["Retry-After"] = str(fault["retry_after"])
+        elif fault.get("retry_after_date") is not None:
+            when = round(time.time() + float(fault["retry_after_date"]))
+            headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
+        return VaultError(int(fault["status"]), raw_body=body, headers=headers)
 
     def respond(self, status, body, headers):
         payload, ctype = self.encode(body)
@@ -672,6 +785,59 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def respond_oversized(self, status, body, headers, fault):
+        """The answer, then JSON whitespace up to fault["size"] bytes (default 50 MiB)."""
+        payload, ctype = self.encode(body)
+        size = max(int(fault.get("size") or 50 * 1024 * 1024), len(payload))
+        kind = fault["oversized"]
+        self.send_response(status)
+        self.send_header("Content-Type", ctype or "application/json")
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if kind == "length":
+            self.send_header("Content-Length", str(size))
+        elif kind == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:  # "close": no length, the body ends when the connection does
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = kind not in ("length", "chunked")
+        block = b" " * 65536
+        pieces = [payload]
+        left = size - len(payload)
+        while True:
+            for piece in pieces:
+                if kind == "chunked":
+                    piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+                self.wfile.write(piece)
+            if left <= 0:
+                break
+            pieces = [block[:min(left, len(block))]]
+            left -= len(pieces[0])
+        if kind == "chunked":
+            self.wfile.write(b"0\r\n\r\n")
+
+    def respond_drip(self, status, body, headers, fault):
+        """The answer with its real length, the body one byte every fault["drip"] s."""
+        payload, ctype = self.encode(body)
+        interval = float(fault["drip"])
+        head = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}"]
+        if ctype:
+            head.append(f"Content-Type: {ctype}")
+        head += [f"{key}: {value}" for key, value in headers.items()]
+        head += [f"Content-Length: {len(payload)}", "Connection: close", "", ""]
+        head = "\r\n".join(head).encode("latin-1")
+        self.close_connection = True
+        if fault.get("drip_headers"):
+            payload = head + payload
+        else:
+            self.wfile.write(head)
+        self.wfile.flush()
+        for index in range(len(payload)):
+            time.sleep(interval)
+            self.wfile.write(payload[index:index + 1])
+            self.wfile.flush()
 
     @staticmethod
     def encode(body):
@@ -689,7 +855,44 @@ class Handler(BaseHTTPRequestHandler):
         path = self.route_path + ("?" + urllib.parse.urlencode(self.query, doseq=True)
                                   if self.query else "")
         elapsed = (time.monotonic() - started) * 1000
-        self.server.log(f"{method} {path} {endpoint} -> {status} ({elapsed:.1f} ms)")
+        self.server.log(f"{self.server.name}{method} {path} {endpoint} -> {status} "
+                        f"({elapsed:.1f} ms)")
+
+
+class StandbyHandler(Handler):
+    """A standby node: every /v1/ request is redirected to the active node."""
+
+    def dispatch(self, method):
+        started = time.monotonic()
+        self.read_request()
+        if self.route_path.startswith("/_emu/") or not self.route_path.startswith("/v1/"):
+            return super().dispatch(method)
+        st = self.server.state
+        with st.lock:
+            standby = dict(st.config["standby"])
+        if standby["mode"] == "serve":
+            self.counted = True  # the active node's connection count stays its own
+            return super().dispatch(method)
+        host = request_host(self.headers.get("Host", ""))
+        active = "{}:{}".format(standby.get("host") or "localhost", self.server.active_port)
+        if standby["mode"] == "loop":
+            active = self.headers.get("Host") or f"{host}:{self.server.server_address[1]}"
+        scheme = "http" if standby["mode"] == "http" else "https"
+        location = f"{scheme}://{active}{self.path}"
+        status = int(standby.get("status") or 307)
+        with st.lock:
+            st.standby_requests.append({"time": time.time(), "method": method,
+                                        "path": self.path, "host": host,
+                                        "vault_token": bool(self.vault_token),
+                                        "authorization": bool(self.headers.get("Authorization")),
+                                        "location": location})
+        self.respond(status, None, {"Location": location})
+        self.log_line(method, "standby", f"{status} -> {location}", started)
+
+    def read_request(self):
+        if getattr(self, "_read", None) is not self.raw_requestline:
+            self._read = self.raw_requestline
+            super().read_request()
 
 
 class Server(ThreadingHTTPServer):
@@ -697,11 +900,14 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address, ssl_context, state, vault, log_file):
-        super().__init__(address, Handler)
+    def __init__(self, address, ssl_context, state, vault, log_file, handler=None,
+                 name="", log_lock=None, active_port=None):
+        super().__init__(address, handler or Handler)
         self.ssl_context, self.state, self.vault = ssl_context, state, vault
         self.log_file = log_file
-        self.log_lock = threading.Lock()
+        self.log_lock = log_lock or threading.Lock()
+        self.name = name  # a log prefix ("standby: ") for the second listener
+        self.active_port = active_port
 
     def log(self, text):
         line = "{} vault-emulator: {}\n".format(time.strftime("%H:%M:%S"), text)
@@ -736,9 +942,23 @@ class Server(ThreadingHTTPServer):
 
 # ---------------------------------------------------------------- main
 
-def acceptor_credentials(keytab):
+def acceptor_credentials(keytab, rcache=None):
+    """Acceptor credentials for every principal in keytab (replay cache: rcache,
+    a replay cache name such as "file2:/path", or the library's default)."""
     import gssapi
-    return gssapi.Credentials(usage="accept", store={"keytab": keytab})
+    store = {"keytab": keytab}
+    if rcache:
+        store["rcache"] = rcache
+    return gssapi.Credentials(usage="accept", store=store)
+
+
+def replay_cache_name(option):
+    """--rcache: a path (a file2 cache there), a TYPE:residual name, or "none"."""
+    if not option:
+        return None
+    if option == "none":
+        return "none:"
+    return option if re.match(r"^[a-z0-9]+:", option) else "file2:" + os.path.abspath(option)
 
 
 def main(argv=None):
@@ -751,35 +971,59 @@ def main(argv=None):
     parser.add_argument("--krb5-config")
     parser.add_argument("--ready-file", help="write the bound port here when ready")
     parser.add_argument("--log-file", help="one line per request (default stderr)")
+    parser.add_argument("--rcache", help="the Kerberos replay cache: a file (MIT file2 "
+                        "format), a TYPE:residual name, or 'none' (default: the library's)")
+    parser.add_argument("--standby-port", type=int, default=None,
+                        help="also listen here as a standby node (0: any free port)")
     opts = parser.parse_args(argv)
     if opts.krb5_config:
         os.environ["KRB5_CONFIG"] = opts.krb5_config
-    os.environ.setdefault("KRB5RCACHETYPE", "none")
+    rcache = replay_cache_name(opts.rcache)
+    if rcache and rcache != "none:":
+        os.environ["KRB5RCACHENAME"] = rcache
+        os.environ.pop("KRB5RCACHETYPE", None)
+    elif rcache == "none:":
+        os.environ["KRB5RCACHETYPE"] = "none"
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(opts.cert, opts.key)
     state = State(Minter())
-    vault = Vault(state, acceptor_credentials(opts.service_keytab))
+    vault = Vault(state, acceptor_credentials(
+        opts.service_keytab, rcache if rcache != "none:" else None))
     with open(opts.log_file or os.devnull, "a") as log_file:
-        server = Server((opts.host, opts.port), context, state, vault,
-                        log_file if opts.log_file else sys.stderr)
-        serve(server, opts)
+        out = log_file if opts.log_file else sys.stderr
+        server = Server((opts.host, opts.port), context, state, vault, out)
+        standby = None
+        if opts.standby_port is not None:
+            standby = Server((opts.host, opts.standby_port), context, state, vault, out,
+                             handler=StandbyHandler, name="standby: ",
+                             log_lock=server.log_lock, active_port=server.server_address[1])
+        serve(server, opts, standby)
     return 0
 
 
-def serve(server, opts):
+def serve(server, opts, standby=None):
     port = server.server_address[1]
     server.log(f"listening on https://{opts.host}:{port}")
-    print(port, flush=True)
+    ports = [port]
+    if standby is not None:
+        ports.append(standby.server_address[1])
+        standby.log(f"listening on https://{opts.host}:{ports[1]} (standby of {port})")
+        threading.Thread(target=standby.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="standby", daemon=True).start()
+    print(*ports, flush=True)
     if opts.ready_file:
         with open(opts.ready_file + ".tmp", "w") as handle:
-            handle.write(f"{port}\n")
+            handle.write("\n".join(map(str, ports)) + "\n")
         os.replace(opts.ready_file + ".tmp", opts.ready_file)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
+        if standby is not None:
+            standby.shutdown()
+            standby.server_close()
         server.server_close()
 
 
