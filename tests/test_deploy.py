@@ -158,6 +158,8 @@ def test_cronjob_pod_security():
     sc = pod["securityContext"]
     assert sc["runAsNonRoot"] is True
     assert sc["runAsUser"] > 0 and sc["runAsGroup"] > 0 and sc["fsGroup"] > 0
+    # without it the kubelet makes every file in the volume group-writable on each mount
+    assert sc["fsGroupChangePolicy"] == "OnRootMismatch"
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     containers = pod["initContainers"] + pod["containers"]
@@ -202,17 +204,16 @@ def test_cronjob_volumes_keytab_tokens_tmp():
     assert not tokens.get("readOnly")
     assert volumes[tokens["name"]]["persistentVolumeClaim"]["claimName"] == "robot-tokens"
     # keytab: the Secret created from the file, mode 0400 (0440 root:fsGroup
-    # once mounted), KRB5_KTNAME pointing at the file inside the mount (a
-    # Secret volume is a directory)
-    keytab_dir = os.path.dirname(env["KRB5_KTNAME"])
-    kmount = mnt[keytab_dir]
+    # once mounted); KRB5_KTNAME names the Secret volume, a directory holding
+    # exactly one keytab, as the seed's manifest does
+    assert env["KRB5_KTNAME"] == "/keytab"
+    kmount = mnt[env["KRB5_KTNAME"]]
     assert kmount["readOnly"] is True
     secret = volumes[kmount["name"]]["secret"]
     assert secret["secretName"] == "robot-keytab"
     assert secret["defaultMode"] == 0o400
     (item,) = secret["items"]
-    assert item == {"key": "robot.keytab", "path": os.path.basename(env["KRB5_KTNAME"]),
-                    "mode": 0o400}
+    assert item == {"key": "robot.keytab", "path": "robot.keytab", "mode": 0o400}
     # scratch: /tmp on an emptyDir, not on the shared token volume
     assert volumes[mnt["/tmp"]["name"]]["emptyDir"]["sizeLimit"]
     assert set(volumes) == {tokens["name"], kmount["name"], mnt["/tmp"]["name"]}
@@ -239,6 +240,8 @@ def test_cronjob_minsecs_matches_cadence():
     assert period <= minsecs <= 10800 - period
     # the job's /tmp dies with the pod: a cached vault token could never be reused
     assert option_value(main["args"], "--vaulttokenfile") == "none"
+    # readable by the volume's group (fsGroup), for readers of another UID
+    assert option_value(main["args"], "--mode") == "0640"
 
 
 def test_deployment_reads_token_read_only():
@@ -254,10 +257,12 @@ def test_deployment_reads_token_read_only():
     assert mnt[token_dir]["readOnly"] is True
     pvc = volumes[mnt[token_dir]["name"]]["persistentVolumeClaim"]
     assert pvc == {"claimName": "robot-tokens", "readOnly": True}
-    # the token is 0600: the reader must be the writer's UID
-    assert spec["securityContext"]["runAsUser"] == pod["securityContext"]["runAsUser"]
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert "fsGroup" not in spec["securityContext"]
+    # the token is 0640, group fsGroup: a reader of another UID joins that group
+    reader, writer = spec["securityContext"], pod["securityContext"]
+    assert reader["runAsUser"] != writer["runAsUser"]
+    assert writer["fsGroup"] in reader["supplementalGroups"]
+    assert reader["runAsNonRoot"] is True
+    assert "fsGroup" not in reader
     # a readiness probe on the token (a liveness restart would not fetch one)
     probe = app["readinessProbe"]["exec"]["command"]
     assert "--show" in probe and "--minsecs" in probe
@@ -269,24 +274,47 @@ def test_deployment_reads_token_read_only():
     assert os.path.basename(script) == "igwn_robot_get.py"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play the two UIDs")
 @pytest.mark.parametrize("seconds_left,expected", [(3 * 3600, 0), (60, 11), (None, 11)])
-def test_deployment_probe_command_works(tmp_path, seconds_left, expected):
-    """Run the Deployment's probe command as the kubelet would, with the
-    ConfigMap's script replaced by this checkout's: exit 0 on a fresh token,
-    11 on an expiring or missing one. It needs nothing but the standard
-    library (the application image has no requests or gssapi)."""
+def test_deployment_probe_command_works(open_tmp, seconds_left, expected):
+    """Run the Deployment's probe command as the kubelet would, as the
+    Deployment's UID and groups, on a token as the CronJob leaves it (mode
+    0640, owned by the job's UID and the fsGroup), with the ConfigMap's script
+    replaced by a copy of this checkout's: exit 0 on a fresh token, 11 on an
+    expiring or missing one. It runs under Debian's python3 (no gssapi, as in
+    an application image)."""
+    python = shutil.which("python3", path="/usr/bin")
+    if python is None:
+        pytest.skip("no /usr/bin/python3")
     dep = load("deployment.yaml")
-    (app,) = dep["spec"]["template"]["spec"]["containers"]
+    spec = dep["spec"]["template"]["spec"]
+    (app,) = spec["containers"]
+    _, _, job = cronjob_parts()
+    writer, reader = job["securityContext"], spec["securityContext"]
     command = list(app["readinessProbe"]["exec"]["command"])
     assert command[0] == "python3"
-    command[0:2] = [sys.executable, TOOL]
-    token = tmp_path / "scitoken.use"
+    script = open_tmp / "igwn_robot_get.py"
+    shutil.copy(TOOL, script)
+    script.chmod(0o644)
+    command[0:2] = [python, str(script)]
+    tokens = open_tmp / "tokens"
+    tokens.mkdir()
+    os.chown(tokens, 0, writer["fsGroup"])
+    tokens.chmod(0o2775)
+    token = tokens / "scitoken.use"
     if seconds_left is not None:
         token.write_text(make_jwt(seconds_left) + "\n")
-        token.chmod(0o600)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BEARER_TOKEN_FILE": str(token)}
+        os.chown(token, writer["runAsUser"], writer["fsGroup"])
+        token.chmod(0o640)
+    home = open_tmp / "home"
+    home.mkdir()
+    os.chown(home, reader["runAsUser"], reader["runAsGroup"])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "BEARER_TOKEN_FILE": str(token)}
+    groups = [reader["runAsGroup"]] + list(reader["supplementalGroups"])
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=str(home),
+                          user=reader["runAsUser"], group=reader["runAsGroup"],
+                          extra_groups=groups)
     assert proc.returncode == expected, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     if seconds_left is not None:
@@ -338,7 +366,10 @@ def test_compose_resolved_config(tmp_path):
     services = yaml.safe_load(proc.stdout)["services"]
     gen, app = services["token-generator"], services["my-app"]
     assert gen["profiles"] == ["token-gen"]
-    assert gen["user"] == app["user"] == "1234:5678"
+    assert gen["user"] == "1234:5678"
+    # the reader runs as its image's own user, in the token's group (--mode 0640)
+    assert "user" not in app
+    assert [str(g) for g in app["group_add"]] == ["5678"]
     assert gen["environment"]["BEARER_TOKEN_FILE"] == TOKEN_FILE
     assert gen["environment"]["KRB5_KTNAME"] == "/keytab"
     gen_vols = {v.split(":")[1]: v for v in gen["volumes"]}
@@ -350,6 +381,7 @@ def test_compose_resolved_config(tmp_path):
     assert gen["restart"] == "no"
     assert option_value(gen["command"], "--minsecs") == "3600"
     assert option_value(gen["command"], "--vaulttokenfile") == "none"
+    assert option_value(gen["command"], "--mode") == "0640"
     # the application reads the same directory, read-only, through BEARER_TOKEN_FILE
     app_token = app["environment"]["BEARER_TOKEN_FILE"]
     app_vols = {v.split(":")[1]: v for v in app["volumes"]}

@@ -11,15 +11,18 @@ it, with every value read from that manifest:
 - the keytab as kubelet mounts a Secret with mode 0400 and an fsGroup: a
   read-only volume holding a timestamped directory, a `..data` symlink and a
   `robot.keytab` symlink to `..data/robot.keytab`, the file itself mode 0440
-  owned by root:fsGroup (kubernetes/kubernetes#57923);
+  owned by root:fsGroup (kubernetes/kubernetes#57923); KRB5_KTNAME names the
+  volume's directory, as the manifest does;
 - the token volume as kubelet leaves a PVC root with fsGroup: root:fsGroup,
   mode 2775;
 - the manifest's environment and args.
 
-First the initContainer (`entrypoint.sh check` with the job's options), then
-the job itself, against the test KDC and Vault emulator on the host network
-(the test bed's krb5.conf, CA and Vault URL are the only additions). Both
-must pass; with the keytab unreadable (0400 root:root, what the Secret gives
+First the initContainer (`entrypoint.sh check` with the job's options: the
+entrypoint's checks, then the tool's --check), then the job itself, against
+the test KDC and Vault emulator on the host network (the test bed's
+krb5.conf, CA and Vault URL are the only additions). Both must pass, and the
+Deployment's reader (another UID, in the fsGroup) must be able to read the
+token; with the keytab unreadable (0400 root:root, what the Secret gives
 without fsGroup), world-readable (0444) or the token volume not writable, the
 check step must fail with its message and exit code.
 """
@@ -29,7 +32,6 @@ import shlex
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -42,8 +44,13 @@ pytestmark = pytest.mark.image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRONJOB = os.path.join(REPO, "deploy", "kubernetes", "cronjob.yaml")
-TOOL = os.path.join(REPO, "igwn_robot_get.py")
+DEPLOYMENT = os.path.join(REPO, "deploy", "kubernetes", "deployment.yaml")
+CHECKS = ["uid_mapping", "keytab_mount", "token_volume",   # entrypoint.sh
+          "keytab", "token_file", "vault"]                 # the tool's --check
 SECRET_STAMP = "..2025_01_01_00_00_00.000000000"
+# The tool itself, as the image's HEALTHCHECK runs it (no entrypoint checks: a reader
+# mounts the token volume read-only).
+TOOL_IN_IMAGE = "/usr/local/bin/igwn-robot-get"
 # Where the test bed's files appear inside the container.
 BED_DIR = "/etc/testbed"
 
@@ -52,6 +59,11 @@ def load_pod():
     with open(CRONJOB) as handle:
         cron = yaml.safe_load(handle)
     return cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def load_reader():
+    with open(DEPLOYMENT) as handle:
+        return yaml.safe_load(handle)["spec"]["template"]["spec"]
 
 
 class Pod:
@@ -149,6 +161,18 @@ class Pod:
         args = list(container["args"]) + self.bed_args()
         return imagelib.run_image(args, timeout=120, **self.podman_options())
 
+    def run_as(self, uid, gid, groups, args, entrypoint=None):
+        """A container of another pod on the same volumes (read-only), e.g. the
+        Deployment's reader: UID:GID with supplementary GROUPS."""
+        volumes = ["%s:%s:ro" % (host, path) for path, host in self.host_dirs.items()]
+        extra = ["--read-only", "--cap-drop", "ALL", "--no-healthcheck"]
+        for group in groups:
+            extra += ["--group-add", str(group)]
+        return imagelib.run_image(args, user="%d:%d" % (uid, gid), volumes=volumes,
+                                  env={"BEARER_TOKEN_FILE": self.env["BEARER_TOKEN_FILE"]},
+                                  network="none", entrypoint=entrypoint, extra=extra,
+                                  image=self.image, timeout=60)
+
     def check(self):
         return self.run(self.init)
 
@@ -172,8 +196,9 @@ def output(proc):
 
 @pytest.mark.parametrize("fs_group", [None, 4242], ids=["manifest", "distinct-fsgroup"])
 def test_cronjob_rehearsal_passes(image, testbed, tmp_path, fs_group):
-    """check, then the job: both pass; the token is the job UID's, 0600, in
-    the token volume, alone with its lock (no vault token there)."""
+    """check, then the job: both pass; the token is the job UID's and the
+    fsGroup's, 0640, in the token volume, alone with its lock (no vault token
+    there)."""
     pod = Pod(image, testbed, str(tmp_path), fs_group=fs_group)
     # the keytab as the job sees it: 0440 root:fsGroup through two symlinks
     info = os.stat(pod.keytab_file)
@@ -181,10 +206,11 @@ def test_cronjob_rehearsal_passes(image, testbed, tmp_path, fs_group):
 
     check = pod.check()
     assert check.returncode == 0, output(check)
-    lines = check.stdout.splitlines()
-    for name in ("uid_mapping", "keytab", "token_dir", "network"):
-        assert any(line.startswith("ok") and name in line for line in lines), output(check)
-    assert "group-read accepted" in check.stdout
+    assert [line.split()[:2] for line in check.stdout.splitlines()] == [
+        ["ok", name] for name in CHECKS], output(check)
+    # the tool found the one keytab in the Secret volume's directory
+    (keytab_line,) = [line for line in check.stdout.splitlines() if line.split()[1] == "keytab"]
+    assert "robot.keytab" in keytab_line, output(check)
     assert os.listdir(pod.token_dir) == [], "check must fetch nothing"
     assert testbed.emu.counters().get("kerberos_login", 0) == 0
 
@@ -193,7 +219,9 @@ def test_cronjob_rehearsal_passes(image, testbed, tmp_path, fs_group):
     assert job.stdout == "" and job.stderr == "", output(job)
     token = pod.token_path()
     info = os.stat(token)
-    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (pod.uid, 0o600)
+    # --mode 0640: the job's UID, the volume's group (the fsGroup)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+        pod.uid, pod.fs_group, 0o640)
     assert sorted(os.listdir(pod.token_dir)) == sorted(
         [os.path.basename(token), os.path.basename(token) + ".lock"])
     counters = testbed.emu.counters()
@@ -201,17 +229,40 @@ def test_cronjob_rehearsal_passes(image, testbed, tmp_path, fs_group):
     # --vaulttokenfile none: no vault token minted for a cache that dies with the pod
     assert counters.get("token_create", 0) == 0
 
-    # what an operator runs to see it worked: --show decodes it, time left
-    show = subprocess.run([sys.executable, TOOL, "--show"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "BEARER_TOKEN_FILE": token,
-                               "HOME": str(tmp_path)}, timeout=30)
+    # the job's own UID sees it with --show (decodes it, time left; no fetch)
+    show = pod.run_as(pod.uid, pod.gid, [pod.fs_group], ["--show"], entrypoint=TOOL_IN_IMAGE)
     assert show.returncode == 0, output(show)
+    assert "time left:" in show.stdout, output(show)
 
     # the next hour: the token is still fresh, the job does nothing
     before = sum(testbed.emu.counters().values())
     again = pod.job()
     assert again.returncode == 0, output(again)
     assert sum(testbed.emu.counters().values()) == before
+
+
+def test_deployment_reader_rehearsal(image, testbed, tmp_path):
+    """The Deployment's reader (another UID, the fsGroup among its
+    supplementalGroups) reads the job's 0640 token, and its readiness probe
+    (`--show --minsecs 300`) passes; a UID outside the group cannot read it."""
+    pod = Pod(image, testbed, str(tmp_path))
+    assert pod.job().returncode == 0
+    token = pod.env["BEARER_TOKEN_FILE"]
+    reader = load_reader()
+    (app,) = reader["containers"]
+    sc = reader["securityContext"]
+    uid, gid, groups = sc["runAsUser"], sc["runAsGroup"], sc["supplementalGroups"]
+    assert uid != pod.uid and pod.fs_group in groups
+    read = pod.run_as(uid, gid, groups, [token], entrypoint="cat")
+    assert read.returncode == 0, output(read)
+    assert read.stdout.count(".") == 2     # a JWT (never printed by the test)
+    outsider = pod.run_as(uid, gid, [], [token], entrypoint="cat")
+    assert outsider.returncode != 0 and "Permission denied" in outsider.stderr
+    # the probe, with the image's igwn-robot-get in place of the ConfigMap's copy
+    probe = app["readinessProbe"]["exec"]["command"]
+    assert probe[1].endswith("/igwn_robot_get.py")
+    ready = pod.run_as(uid, gid, groups, probe[2:], entrypoint=TOOL_IN_IMAGE)
+    assert ready.returncode == 0, output(ready)
 
 
 BROKEN = {
@@ -221,7 +272,7 @@ BROKEN = {
                           3, ["not readable"]),
     "keytab-world-readable": ("keytab", lambda pod: os.chmod(pod.keytab_file, 0o444),
                               3, ["readable or writable by others", "chmod 600"]),
-    "token-volume-not-writable": ("token_dir", lambda pod: (
+    "token-volume-not-writable": ("token_volume", lambda pod: (
         os.chown(pod.token_dir, 0, 0), os.chmod(pod.token_dir, 0o755)),  # noqa: S103
         8, ["cannot create files", "chown"]),
 }
@@ -236,8 +287,10 @@ def test_cronjob_rehearsal_check_fails(image, testbed, tmp_path, case):
     breakage(pod)
     check = pod.check()
     assert check.returncode == code, output(check)
-    (failed,) = [line for line in check.stdout.splitlines() if line.startswith("FAIL")]
-    assert check_name in failed and "(exit %d)" % code in failed, output(check)
+    # the first failure is this case's (a later check may fail for the same cause)
+    failed = [line for line in check.stdout.splitlines() if line.startswith("FAIL")][0]
+    assert failed.split()[1] == check_name and "(exit %d)" % code in failed, output(check)
+    assert [line.split()[1] for line in check.stdout.splitlines()] == CHECKS, output(check)
     for word in words:
         assert word in failed, output(check)
     assert testbed.emu.counters().get("kerberos_login", 0) == 0
@@ -432,7 +485,19 @@ def test_compose_cron_line_rehearsal(image, testbed, robot_home, tmp_path, docke
         assert (ok.returncode, ok.stdout, ok.stderr) == (0, "", ""), output(ok)
         token = os.path.join(project, "tokens", "scitoken.use")
         info = os.stat(token)
-        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (ROBOT_UID, 0o600)
+        # --mode 0640: the user's, and the token directory's group (GID)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+            ROBOT_UID, ROBOT_UID, 0o640)
+
+        # my-app: another UID, with group_add GID, reads it (read-only mount)
+        def read_as(*extra):
+            return imagelib.run_image(
+                ["/app/tokens/scitoken.use"], user="4321:4321", entrypoint="cat",
+                volumes=["%s:/app/tokens:ro" % os.path.join(project, "tokens")],
+                network="none", extra=list(extra), image=image)
+        reader = read_as("--group-add", str(ROBOT_UID))
+        assert reader.returncode == 0 and reader.stdout.count(".") == 2, output(reader)
+        assert read_as().returncode != 0, "a UID outside the group must not read it"
 
         # the README's "see that it worked"
         show = sh("docker compose --profile token-gen run --rm -T token-generator --show")
