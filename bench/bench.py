@@ -13,12 +13,24 @@ For each: wall time (median and spread over --reps runs), CPU time (user +
 sys, wait4), peak RSS (/usr/bin/time -v), Vault requests by endpoint
 (emulator counters delta), KDC AS/TGS requests (KDC log delta), exit codes,
 and the ratio ours/theirs; plus the third-party packages each path imports
-(one extra run with -X importtime) and the image size when one is built.
+(one extra run with -X importtime, checked against what ours must import:
+nothing on a and d, requests but no gssapi/requests_gssapi on b, all three on
+c) and the image size when one is built.  In the same run: what the libraries
+cost in ours' venv (import time and peak RSS of `python -c` with `import ssl,
+http.client`, `import requests`, `import gssapi`, `import requests_gssapi`,
+and the same imports chained in one process, as a cold run does them), path
+a's wall time split into interpreter start, compile of the script and the
+rest, the peak RSS of a, b and c split by what loads it, and, for comparison
+only, ours on a, b and c through the console script pip writes (the module
+from its .pyc).  The goals of issue 11 item 9 are printed as a table with
+pass/miss next to the measured ratios.
 Prints markdown tables and writes JSON.  It is a benchmark, not a test: it
 exits non-zero only when our tool fails a run (or cannot run at all).
 
 igwn-robot-auth==0.3.3 is installed from PyPI once into bench/.venv-anchor,
-with the interpreter running this script, so both tools use one Python.
+and ours' packages (requests, requests-gssapi, gssapi: what a copy-in host
+has, without the development venv's test packages) into bench/.venv-ours,
+both with the interpreter running this script, so both tools use one Python.
 It has no --cafile: htgettoken trusts ssl.get_default_verify_paths(), which
 honours SSL_CERT_FILE, so it gets SSL_CERT_FILE=<test CA> (the system trust
 store is untouched), and -c FILE:<workdir>/ccache for its ticket.
@@ -51,7 +63,7 @@ OURS_SCRIPT = os.path.join(REPO, "igwn_robot_get.py")
 ANCHOR_DIR = os.path.join(HERE, ".venv-anchor")
 ANCHOR_REQ = "igwn-robot-auth==0.3.3"
 OURS_DIR = os.path.join(HERE, ".venv-ours")
-OURS_REQ = "gssapi"
+OURS_REQ = ("requests", "requests-gssapi", "gssapi")  # what a copy-in host has
 ANCHOR_MODULE = "igwn_robot_auth.tools.get"
 OURS_MODULE = "igwn_robot_get"
 TIME_BIN = "/usr/bin/time"
@@ -77,13 +89,16 @@ def anchor_python():
     return os.path.join(ANCHOR_DIR, "bin", "python")
 
 
-def ensure_venv(directory, requirement):
-    """Create ``directory`` as a venv holding ``requirement`` (cached by a stamp).
+def ensure_venv(directory, requirements):
+    """Create ``directory`` as a venv holding ``requirements`` (cached by a stamp).
 
     The venv's python is the interpreter running us (venv resolves it to its base
     interpreter), so every tool runs on one Python. Returns (python, None) or
     (None, reason).
     """
+    if isinstance(requirements, str):
+        requirements = (requirements,)
+    requirement = " ".join(requirements)  # the stamp's content
     stamp = os.path.join(directory, ".bench-stamp")
     py = os.path.join(directory, "bin", "python")
     if os.path.exists(stamp) and os.access(py, os.X_OK):
@@ -101,7 +116,7 @@ def ensure_venv(directory, requirement):
     with open(logfile, "w") as out:
         proc = subprocess.run(
             [py, "-m", "pip", "install", "--disable-pip-version-check",
-             "--no-input", requirement],
+             "--no-input"] + list(requirements),
             stdout=out, stderr=subprocess.STDOUT, timeout=900)
     if proc.returncode != 0:
         with open(logfile) as f:
@@ -121,21 +136,30 @@ def ensure_anchor():
 
 
 def ensure_ours():
-    """bench/.venv-ours: what a copy-in host has for this tool (python-gssapi
-    only), so that ours is not measured inside the development venv with its
-    test packages. Falls back to this interpreter."""
+    """bench/.venv-ours: what a copy-in host has for this tool (requests,
+    requests-gssapi, gssapi), so that ours is not measured inside the
+    development venv with its test packages. Falls back to this interpreter
+    (said in the notes): (python, note or None)."""
     py, reason = ensure_venv(OURS_DIR, OURS_REQ)
     if py is None:
-        log("using %s for ours: %s" % (sys.executable, reason.splitlines()[0]))
-        return sys.executable
-    return py
+        note = "ours ran with %s, not bench/.venv-ours: %s" % (
+            sys.executable, reason.splitlines()[0])
+        log(note)
+        return sys.executable, note
+    return py, None
 
 
-def anchor_version(py):
+ANCHOR_DISTS = ("igwn-robot-auth", "igwn-auth-utils", "htgettoken", "gssapi", "requests")
+OURS_DISTS = ("requests", "requests-gssapi", "gssapi", "urllib3")
+
+
+def anchor_version(py, dists=ANCHOR_DISTS):
+    """'name version ...' of ``dists`` in the venv of ``py`` (missing: '-')."""
     out = subprocess.run(
-        [py, "-c", "import importlib.metadata as m; print(' '.join("
-         "'%s %s' % (d, m.version(d)) for d in ('igwn-robot-auth', "
-         "'igwn-auth-utils', 'htgettoken', 'gssapi', 'requests')))"],
+        [py, "-c", "import sys, importlib.metadata as m\n"
+         "def v(d):\n    try:\n        return m.version(d)\n"
+         "    except m.PackageNotFoundError:\n        return '-'\n"
+         "print(' '.join('%s %s' % (d, v(d)) for d in sys.argv[1:]))"] + list(dists),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         universal_newlines=True)
     return out.stdout.strip()
@@ -265,6 +289,16 @@ class Tool:
         raise NotImplementedError
 
 
+# what pip writes for [project.scripts] igwn-robot-get = "igwn_robot_get:main"
+CONSOLE_SCRIPT = """import re
+import sys
+from igwn_robot_get import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+
+
 class Ours(Tool):
     def env(self):
         env = Tool.env(self)
@@ -280,6 +314,16 @@ class Ours(Tool):
 
     def import_cmd(self, extra=()):
         return [self.python] + list(extra) + ["-c", "import " + OURS_MODULE]
+
+    def console_cmd(self):
+        """The same run through the console script pip writes for the
+        ``igwn-robot-get`` entry point: the module comes from its .pyc."""
+        script = os.path.join(self.dir, "bin", "igwn-robot-get")
+        if not os.path.exists(script):
+            os.makedirs(os.path.dirname(script), exist_ok=True)
+            with open(script, "w") as f:
+                f.write(CONSOLE_SCRIPT)
+        return [self.python, script] + self.cmd()[2:]
 
     def import_env(self):
         env = self.env()
@@ -351,9 +395,13 @@ def prepare(path, tool):
     return None
 
 
-def run_once(bed, tool, path, extra_python_args=()):
+def run_once(bed, tool, path, extra_python_args=(), console=False):
+    """One measured run of ``path``; ``console``: ours through its console
+    script (the module imported from its .pyc) instead of the script."""
     problem = prepare(path, tool)
-    if path == "d":
+    if console:
+        cmd, env = tool.console_cmd(), tool.import_env()
+    elif path == "d":
         cmd, env = tool.import_cmd(extra_python_args), tool.import_env()
     else:
         cmd, env = tool.cmd(extra_python_args), tool.env()
@@ -522,6 +570,211 @@ def importtime_profile(tool, path, bed):
             "largest_cumulative_us": [[n, c] for c, n in top]}
 
 
+# -- what the libraries cost ----------------------------------------------------
+
+# Each probe runs as `python -c` in ours' venv: the import timed in the process
+# (perf_counter around the statement), the process's wall time and peak RSS.
+IMPORT_PROBES = [
+    ("pass", "pass"),
+    ("ssl, http.client", "import ssl, http.client"),
+    ("requests", "import requests"),
+    ("gssapi", "import gssapi"),
+    ("requests_gssapi", "import requests_gssapi"),
+]
+TIMED_IMPORT = "import time; t = time.perf_counter(); {0}; print(time.perf_counter() - t)"
+# The issue's comparisons: (what, against), with the figure it quotes.
+IMPORT_DELTAS = [
+    ("requests", "ssl, http.client", "about 80 ms and 7 MiB"),
+    ("requests_gssapi", "gssapi", "about 150 ms and 14 MiB"),
+]
+# One process doing, step by step, what a cold run of ours does as a script
+# (python compiles the whole script, runs the module's top, VaultClient imports
+# requests and urllib3, the login gssapi then requests_gssapi): the peak RSS
+# after each step, i.e. what each step adds to the peak of paths a, b and c.
+# (name, label, statement); SCRIPT is ours' script.
+IMPORT_CHAIN = [
+    ("script_compile", "compile of igwn_robot_get.py (what running it as a script does)",
+     "code = compile(open(SCRIPT).read(), SCRIPT, 'exec')"),
+    ("script_top", "the module's top (its stdlib imports and definitions)",
+     "import types; mod = types.ModuleType('igwn_robot_get'); mod.__file__ = SCRIPT; "
+     "sys.modules['igwn_robot_get'] = mod; exec(code, mod.__dict__)"),
+    ("ssl, http.client", "`import ssl, http.client`", "import ssl, http.client"),
+    ("requests", "`import requests, urllib3`", "import requests, urllib3"),
+    ("gssapi", "`import gssapi`", "import gssapi"),
+    ("requests_gssapi", "`import requests_gssapi`", "import requests_gssapi"),
+]
+CHAIN_LABELS = dict([("start", "interpreter start")] + [(n, lb) for n, lb, _ in IMPORT_CHAIN])
+# the chain's steps that each path goes through (the rest of its peak: the
+# difference: network buffers, TLS handshakes, the Kerberos exchange, ...)
+PATH_STEPS = {
+    "a": ["start", "script_compile"],
+    "b": ["start", "script_compile", "script_top", "ssl, http.client", "requests"],
+    "c": ["start"] + [n for n, _, _ in IMPORT_CHAIN],
+}
+# Path a's own work, timed in the process: the script compiled and run as
+# __main__ with ours' path-a arguments, os._exit wrapped to say how long the
+# module's top and the fast path took (nothing printed: not the fast path).
+FAST_PATH_CODE = """import os, sys, time
+script = sys.argv[1]
+src = open(script).read()
+t0 = time.perf_counter()
+code = compile(src, script, "exec")
+t1 = time.perf_counter()
+real_exit = os._exit
+def _exit(status):
+    t2 = time.perf_counter()
+    sys.stdout.write("%r %r %d\\n" % (t1 - t0, t2 - t1, status))
+    sys.stdout.flush()
+    real_exit(status)
+os._exit = _exit
+sys.argv = sys.argv[1:]
+exec(code, {"__name__": "__main__", "__file__": script, "__builtins__": __builtins__})
+"""
+# interpreter start and an exit like the fast path's (no teardown)
+EXIT_CODE = "import os; os._exit(0)"
+COMPILE_CODE = ("import time;s=open('igwn_robot_get.py').read();t=time.perf_counter();"
+                "compile(s,'x','exec');print(time.perf_counter()-t)")
+
+
+def chain_code():
+    lines = ["import sys, time",
+             "SCRIPT = sys.argv[1]",
+             "def hwm():",
+             "    with open('/proc/self/status') as f:",
+             "        for line in f:",
+             "            if line.startswith('VmHWM:'):",
+             "                return int(line.split()[1])",
+             "out = [('start', 0.0, hwm())]"]
+    for name, _, stmt in IMPORT_CHAIN:
+        lines += ["t = time.perf_counter()", stmt,
+                  "out.append((%r, time.perf_counter() - t, hwm()))" % name]
+    lines.append("for n, s, k in out: print('%s\\t%.6f\\t%d' % (n, s, k))")
+    return "\n".join(lines) + "\n"
+
+
+def float_out(res):
+    """The float a probe printed, or None (probe failed)."""
+    try:
+        return float(res["stdout"].strip().splitlines()[-1]) if res["rc"] == 0 else None
+    except (ValueError, IndexError):
+        return None
+
+
+def run_probe(tool, stmt):
+    r = run_measured([tool.python, "-c", TIMED_IMPORT.format(stmt)], tool.env(), cwd=tool.dir)
+    return {"import_s": float_out(r), "wall": r["wall"], "rss_kb": r["rss_kb"], "rc": r["rc"],
+            "err": last_line(r["stderr"]) if r["rc"] else None}
+
+
+def run_chain(tool):
+    r = run_measured([tool.python, "-c", chain_code(), OURS_SCRIPT], tool.env(),
+                     cwd=tool.dir)
+    steps = {}
+    if r["rc"] == 0:
+        for ln in r["stdout"].splitlines():
+            parts = ln.split("\t")
+            if len(parts) == 3:
+                steps[parts[0]] = {"import_s": float(parts[1]), "hwm_kb": int(parts[2])}
+    return {"steps": steps, "rss_kb": r["rss_kb"], "rc": r["rc"],
+            "err": last_line(r["stderr"]) if r["rc"] else None}
+
+
+def run_compile(tool):
+    r = run_measured([tool.python, "-c", COMPILE_CODE], tool.env(), cwd=REPO)
+    return float_out(r)
+
+
+def run_fast_path(tool):
+    """(compile s, module top + fast path s) of one in-process run of path a,
+    or None when the fast path did not answer."""
+    r = run_measured([tool.python, "-c", FAST_PATH_CODE] + tool.cmd()[1:], tool.env(),
+                     cwd=tool.dir)
+    try:
+        comp, rest, status = r["stdout"].split()
+        return (float(comp), float(rest)) if r["rc"] == 0 and status == "0" else None
+    except ValueError:
+        return None
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarise_costs(probe_runs, chain_runs):
+    """Medians over the reps: probes by name, the chain's steps (import time
+    and the peak RSS each step adds)."""
+    probes = {}
+    for name, _ in IMPORT_PROBES:
+        rs = probe_runs.get(name, [])
+        probes[name] = {
+            "n": len(rs), "failed": sum(1 for r in rs if r["rc"] != 0),
+            "import_ms": med([r["import_s"] * 1000 if r["import_s"] is not None else None
+                              for r in rs]),
+            "wall_ms": med([r["wall"] * 1000 for r in rs if r["rc"] == 0]),
+            "peak_rss_kb": med([r["rss_kb"] for r in rs if r["rc"] == 0]),
+            "errors": sorted({r["err"] for r in rs if r["err"]}),
+        }
+    def diff(a, b, key):
+        return None if a.get(key) is None or b.get(key) is None else a[key] - b[key]
+
+    deltas = []
+    for what, against, quoted in IMPORT_DELTAS:
+        a, b = probes.get(what, {}), probes.get(against, {})
+        deltas.append({"what": what, "against": against, "issue_says": quoted,
+                       "import_ms": diff(a, b, "import_ms"), "wall_ms": diff(a, b, "wall_ms"),
+                       "peak_rss_kb": diff(a, b, "peak_rss_kb")})
+    chain = []
+    ok = [c for c in chain_runs if c["rc"] == 0 and len(c["steps"]) == len(IMPORT_CHAIN) + 1]
+    names = ["start"] + [n for n, _, _ in IMPORT_CHAIN]
+    for i, name in enumerate(names):
+        adds = [c["steps"][name]["hwm_kb"] - (c["steps"][names[i - 1]]["hwm_kb"] if i else 0)
+                for c in ok]
+        chain.append({"step": name,
+                      "import_ms": med([c["steps"][name]["import_s"] * 1000 for c in ok]),
+                      "adds_kb": med(adds),
+                      "hwm_kb": med([c["steps"][name]["hwm_kb"] for c in ok])})
+    return {"probes": probes, "deltas": deltas, "chain": chain, "chain_runs_ok": len(ok),
+            "chain_errors": sorted({c["err"] for c in chain_runs if c["err"]})}
+
+
+def path_a_split(results):
+    """Path a's wall time: interpreter start + compile of the script + the rest.
+    The start is `python -c pass` (asked for) and, since the fast path leaves
+    with os._exit and skips the interpreter's teardown, also `python -c
+    'import os; os._exit(0)'`, from which the rest is reckoned."""
+    o = results["paths"].get("a", {}).get("ours")
+    sp = results.get("path_a_parts") or {}
+    floor, comp = sp.get("floor_wall_ms"), sp.get("compile_ms")
+    start = sp.get("exit_wall_ms", floor)
+    if not o or floor is None or comp is None or start is None:
+        return None
+    wall = o["wall_s"]["median"] * 1000
+    fast = sp.get("fast_path_ms")
+    return {"wall_ms": wall, "floor_ms": floor, "start_ms": start, "compile_ms": comp,
+            "fast_path_ms": fast, "fast_path_runs": sp.get("fast_path_runs"),
+            "rest_ms": wall - start - comp - (fast or 0), "floor_rss_kb": sp.get("floor_rss_kb"),
+            "script_lines": sp.get("script_lines"), "script_kib": sp.get("script_kib"),
+}
+
+
+def rss_splits(results):
+    """Peak RSS of ours on paths a, b and c, by what accounts for it: the chain's
+    steps that the path goes through, and the rest (the difference)."""
+    chain = {c["step"]: c for c in ((results.get("costs") or {}).get("chain") or [])}
+    out = {}
+    for key, steps in PATH_STEPS.items():
+        o = results["paths"].get(key, {}).get("ours")
+        if not o or not o["peak_rss_kb"] or any(
+                chain.get(st, {}).get("adds_kb") is None for st in steps):
+            continue
+        total = o["peak_rss_kb"]["median"]
+        parts = [(st, chain[st]["adds_kb"]) for st in steps]
+        out[key] = {"total_kb": total,
+                    "parts_kb": parts + [("rest", total - sum(kb for _, kb in parts))]}
+    return out
+
+
 # -- image size -----------------------------------------------------------------
 
 def image_report():
@@ -688,57 +941,271 @@ def summary_table(results):
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+# What each path of ours must import (issue 11, items 1 and 9): third-party
+# top-level packages that must / must not appear in its -X importtime profile.
+KERBEROS_PACKAGES = ("gssapi", "requests_gssapi")
+IMPORT_RULES = {
+    "a": ("none", [], None),  # (said, must include, must exclude; None = nothing at all)
+    "b": ("requests, no Kerberos import", ["requests"], list(KERBEROS_PACKAGES)),
+    "c": ("requests, gssapi and requests_gssapi", ["requests"] + list(KERBEROS_PACKAGES), []),
+    "d": ("none", [], None),
+}
+
+
+def imports_ok(key, tp):
+    """None when not measured, else whether ``tp`` (third-party top-level names)
+    follows IMPORT_RULES[key]."""
+    if tp is None or key not in IMPORT_RULES:
+        return None
+    _, need, never = IMPORT_RULES[key]
+    if never is None:
+        return tp == []
+    return all(n in tp for n in need) and not any(n in tp for n in never)
+
+
+def fmt_tp(tp):
+    return "?" if tp is None else ", ".join(tp) if tp else "none"
+
+
 def goals(results):
-    """Issue #7 item 2, as figures (not assertions)."""
+    """Issue 11 item 9, as rows (goal, target, measured, met): figures, not
+    assertions. met is None when a figure is missing (no anchor, ours failed)."""
     P = results["paths"]
+    prof = results.get("import_profiles", {}).get("ours", {})
     out = []
 
-    def have(k):
+    def both(k):
         return k in P and "ours" in P[k] and "theirs" in P[k] and P[k].get("ratio")
 
     def ours_ok(k):
         return k in P and "ours" in P[k] and list(P[k]["ours"]["exit_codes"]) == ["0"]
 
-    prof = results.get("import_profiles", {})
-    if ours_ok("a"):
-        o = P["a"]["ours"]
-        net = o["vault_requests_total_per_run"] + sum(o["kdc_requests_per_run"].values())
-        tp = prof.get("ours", {}).get("a", {}).get("third_party_top_level")
-        r = P["a"]["ratio"]["wall_median"] if have("a") else None
-        ok = None if r is None else (r <= 0.1 and net == 0 and tp == [])
-        out.append(("a: ≥10× faster, zero network, no third-party import",
-                    "ratio %s, %s network requests, third-party imports: %s" % (
-                        fmt_ratio(r), fmt_num(net), ", ".join(tp) if tp else "none"
-                        if tp is not None else "?"), ok))
-    if ours_ok("b"):
-        o = P["b"]["ours"]
-        v = o["vault_requests_total_per_run"]
-        k = sum(o["kdc_requests_per_run"].values())
-        out.append(("b: exactly one Vault request, no KDC traffic",
-                    "%s Vault (%s), %s KDC" % (fmt_num(v), fmt_vault(o["vault_requests_per_run"]),
-                                               fmt_num(k)), v == 1 and k == 0))
-    if ours_ok("c") and have("c"):
-        o, t = P["c"]["ours"], P["c"]["theirs"]
-        ov, tv = o["vault_requests_total_per_run"], t["vault_requests_total_per_run"]
-        ok_ = sum(o["kdc_requests_per_run"].values())
-        tk_ = sum(t["kdc_requests_per_run"].values())
-        r = P["c"]["ratio"]["wall_median"]
-        out.append(("c: no more Vault/KDC requests than igwn-robot-get, and faster",
-                    "Vault %s vs %s, KDC %s vs %s, time ratio %s" % (
-                        fmt_num(ov), fmt_num(tv), fmt_num(ok_), fmt_num(tk_), fmt_ratio(r)),
-                    ov <= tv and ok_ <= tk_ and r < 1))
-    if "d" in P and "ours" in P["d"]:
-        tp = prof.get("ours", {}).get("d", {}).get("third_party_top_level")
-        out.append(("d: importing the module imports no third-party package",
-                    "third-party: %s" % (", ".join(tp) if tp else "none" if tp is not None
-                                         else "?"), tp == []))
-    rs = [(k, P[k]["ratio"]["peak_rss"]) for k, _ in PATHS if have(k)
-          and P[k]["ratio"].get("peak_rss") is not None]
-    if rs:
-        out.append(("peak RSS under half of igwn-robot-get's on every path",
-                    ", ".join("%s %s" % (k, fmt_ratio(r)) for k, r in rs),
-                    all(r < 0.5 for _, r in rs)))
+    def wall(k):
+        o, t = P[k]["ours"]["wall_s"]["median"], P[k]["theirs"]["wall_s"]["median"]
+        return "%s× (%s ms vs %s ms; CPU %s×)" % (
+            fmt_ratio(P[k]["ratio"]["wall_median"]), fmt_ms(o), fmt_ms(t),
+            fmt_ratio(P[k]["ratio"]["cpu_median"]))
+
+    def reqs(k):
+        o = P[k]["ours"]
+        kdc = sum(o["kdc_requests_per_run"].values())
+        return o["vault_requests_total_per_run"], kdc, "Vault %s, KDC %s" % (
+            fmt_vault(o["vault_requests_per_run"]), fmt_num(kdc))
+
+    if "a" in P:
+        if ours_ok("a") and both("a"):
+            v, kdc, said = reqs("a")
+            r = P["a"]["ratio"]["wall_median"]
+            out.append(("a: fresh token", "wall ≤ 0.1× the anchor, 0 requests",
+                        "%s; %s" % (wall("a"), said), r <= 0.1 and v + kdc == 0))
+        else:
+            out.append(("a: fresh token", "wall ≤ 0.1× the anchor, 0 requests",
+                        "not measured", None))
+        tp = prof.get("a", {}).get("third_party_top_level")
+        out.append(("a: fresh token imports", "no third-party package", fmt_tp(tp),
+                    imports_ok("a", tp)))
+    if "b" in P:
+        tp = prof.get("b", {}).get("third_party_top_level")
+        if ours_ok("b") and both("b"):
+            v, kdc, said = reqs("b")
+            r = P["b"]["ratio"]["wall_median"]
+            kerb = [n for n in KERBEROS_PACKAGES if tp and n in tp]
+            out.append(("b: renewal with a cached vault token",
+                        "wall ≤ 0.7× the anchor, exactly 1 request, no Kerberos import",
+                        "%s; %s; Kerberos import: %s" % (
+                            wall("b"), said, "?" if tp is None else
+                            ", ".join(kerb) if kerb else "none"),
+                        r <= 0.7 and v == 1 and kdc == 0 and imports_ok("b", tp) is True))
+        else:
+            out.append(("b: renewal with a cached vault token",
+                        "wall ≤ 0.7× the anchor, exactly 1 request, no Kerberos import",
+                        "not measured", None))
+    if "c" in P:
+        if ours_ok("c") and both("c"):
+            o, t = P["c"]["ours"], P["c"]["theirs"]
+            v, tv = o["vault_requests_total_per_run"], t["vault_requests_total_per_run"]
+            r = P["c"]["ratio"]["wall_median"]
+            out.append(("c: cold run", "wall ≤ 1.0× the anchor, Vault requests ≤ the anchor's",
+                        "%s; Vault %s vs the anchor's %s; KDC %s vs %s" % (
+                            wall("c"), fmt_vault(o["vault_requests_per_run"]),
+                            fmt_vault(t["vault_requests_per_run"]),
+                            fmt_num(sum(o["kdc_requests_per_run"].values())),
+                            fmt_num(sum(t["kdc_requests_per_run"].values()))),
+                        r <= 1.0 and v <= tv))
+        else:
+            out.append(("c: cold run", "wall ≤ 1.0× the anchor, Vault requests ≤ the anchor's",
+                        "not measured", None))
+    for k, _ in PATHS:
+        if k not in P:
+            continue
+        r = P[k]["ratio"].get("peak_rss") if both(k) else None
+        if r is None:
+            out.append(("%s: peak RSS" % k, "≤ 0.7× the anchor", "not measured", None))
+            continue
+        out.append(("%s: peak RSS" % k, "≤ 0.7× the anchor", "%s× (%s MiB vs %s MiB)" % (
+            fmt_ratio(r), fmt_mib(P[k]["ours"]["peak_rss_kb"]["median"]),
+            fmt_mib(P[k]["theirs"]["peak_rss_kb"]["median"])), r <= 0.7))
     return out
+
+
+def imports_table(results):
+    """Third-party packages per path, and whether ours imports what it must."""
+    prof = results.get("import_profiles") or {}
+    if not prof:
+        return ""
+    tools = results["tools"]
+
+    def cell(pr):
+        if pr is None:
+            return "–"
+        return "%d modules, %.0f ms import; third-party: %s" % (
+            pr["modules_imported"], pr["import_us_total"] / 1000.0,
+            fmt_tp(pr["third_party_top_level"]))
+    others = [k for k in prof if k != "ours"]
+    lines = ["Third-party packages imported per path (one extra run with `-X importtime`, "
+             "beyond interpreter start-up; ours must import what the last columns say):\n",
+             "| Path | %s | ours must import | ours |" % " | ".join(
+                 tools[k]["label"] for k in ["ours"] + others if k in prof),
+             "|---|%s---|---|" % ("---|" * len(prof))]
+    for key, _ in PATHS:
+        if not any(key in prof[k] for k in prof):
+            continue
+        pr = prof.get("ours", {}).get(key)
+        ok = imports_ok(key, pr["third_party_top_level"] if pr else None)
+        lines.append("| %s | %s | %s | %s |" % (
+            key, " | ".join(cell(prof[k].get(key)) for k in ["ours"] + others if k in prof),
+            IMPORT_RULES[key][0], fmt_met(ok)))
+    return "\n".join(lines)
+
+
+def fmt_met(ok):
+    return "–" if ok is None else "pass" if ok else "**miss**"
+
+
+def fmt_d(x, fmt="%+.1f"):
+    return "?" if x is None else fmt % x
+
+
+def costs_table(results):
+    """What requests, gssapi and requests-gssapi cost (medians over the reps)."""
+    c = results.get("costs")
+    if not c:
+        return ""
+    n = max((p["n"] for p in c["probes"].values()), default=0)
+    lines = ["What the libraries cost, in ours' venv (`python -c STATEMENT`, median of %d; "
+             "import time measured in the process around the statement):\n" % n,
+             "| `python -c` | Import ms | Process wall ms | Peak RSS MiB |",
+             "|---|---|---|---|"]
+    for name, stmt in IMPORT_PROBES:
+        p = c["probes"][name]
+        if p["failed"] == p["n"]:
+            lines.append("| `%s` | failed: %s | | |" % (stmt, "; ".join(p["errors"])))
+            continue
+        lines.append("| `%s` | %s | %s | %s |" % (
+            stmt, "–" if name == "pass" else fmt_d(p["import_ms"], "%.1f"),
+            fmt_d(p["wall_ms"], "%.1f"), fmt_mib(p["peak_rss_kb"])))
+    for d in c["deltas"]:
+        lines.append("| `%s` minus `%s` (issue: %s) | **%s** | %s | **%s** |" % (
+            d["what"], d["against"], d["issue_says"], fmt_d(d["import_ms"]),
+            fmt_d(d["wall_ms"]), fmt_d(d["peak_rss_kb"] and d["peak_rss_kb"] / 1024.0)
+            if d["peak_rss_kb"] is not None else "?"))
+    ch = c.get("chain") or []
+    if c.get("chain_runs_ok"):
+        lines += ["", "What a run of ours loads, step by step in one process, in the order "
+                  "a cold run as a script does it (median of %d):\n" % c["chain_runs_ok"],
+                  "| Step | ms | Adds to peak RSS MiB | Peak RSS after MiB |",
+                  "|---|---|---|---|"]
+        for st in ch:
+            lines.append("| %s | %s | %s | %s |" % (
+                CHAIN_LABELS[st["step"]],
+                "–" if st["step"] == "start" else fmt_d(st["import_ms"], "%.1f"),
+                fmt_mib(st["adds_kb"]), fmt_mib(st["hwm_kb"])))
+    elif c.get("chain_errors"):
+        lines.append("\nImport chain failed: %s" % "; ".join(c["chain_errors"]))
+    return "\n".join(lines)
+
+
+def splits_text(results):
+    """Path a's wall time and path c's peak RSS, split into their parts."""
+    out = []
+    a = results.get("path_a_split")
+    if a:
+        w = a["wall_ms"]
+
+        def pc(x):
+            return "%.0f%%" % (100.0 * x / w) if w else "?"
+        fast = a.get("fast_path_ms")
+        out.append(
+            "Path a (ours, fresh token) wall time %s ms (medians over the same reps) = "
+            "interpreter start %s ms (%s; `python -c pass` %s ms, which includes the "
+            "interpreter's teardown; the start here is `python -c 'import os; os._exit(0)'`, "
+            "as the fast path exits) + compile of igwn_robot_get.py (%s lines, %s KiB, "
+            "in-process `compile()`) %s ms (%s) + the module's top and the fast path "
+            "(timed in-process up to its os._exit) %s ms (%s) + unaccounted %s ms (%s)." % (
+                fmt_ms(w / 1000), fmt_d(a["start_ms"], "%.1f"), pc(a["start_ms"]),
+                fmt_d(a["floor_ms"], "%.1f"), a["script_lines"], a["script_kib"],
+                fmt_d(a["compile_ms"], "%.1f"), pc(a["compile_ms"]),
+                fmt_d(fast, "%.1f") if fast is not None else "? (the fast path did not "
+                "answer in the probe)", pc(fast) if fast is not None else "?",
+                fmt_d(a["rest_ms"], "%+.1f"), pc(a["rest_ms"])))
+    sp = results.get("rss_splits") or {}
+    if sp:
+        keys = [k for k, _ in PATHS if k in sp]
+        lines = ["Peak RSS of ours by what accounts for it (MiB; the steps of the table "
+                 "above that each path goes through; the rest is the difference: buffers, "
+                 "TLS, the Kerberos exchange):\n",
+                 "| Part | %s |" % " | ".join("path %s" % k for k in keys),
+                 "|---|%s" % ("---|" * len(keys))]
+        for name in ["start"] + [n for n, _, _ in IMPORT_CHAIN] + ["rest"]:
+            cells = []
+            for k in keys:
+                kb = dict(sp[k]["parts_kb"]).get(name)
+                cells.append("–" if kb is None else "%s (%.0f%%)" % (
+                    fmt_mib(kb), 100.0 * kb / sp[k]["total_kb"] if sp[k]["total_kb"] else 0))
+            lines.append("| %s | %s |" % (CHAIN_LABELS.get(name, "the rest"), " | ".join(cells)))
+        lines.append("| **peak RSS** | %s |" % " | ".join(
+            "**%s**" % fmt_mib(sp[k]["total_kb"]) for k in keys))
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def console_table(results):
+    """Ours through its console script, for comparison (not a goal)."""
+    con = results.get("console") or {}
+    if not con:
+        return ""
+    lines = ["For comparison, not a goal: ours run through the console script pip writes for "
+             "`igwn-robot-get` (the module imported from its .pyc, so nothing compiled), "
+             "same reps, right after each run of the script:\n",
+             "| Path | Wall median [min–max] ms | / anchor | CPU ms | Peak RSS MiB | / anchor "
+             "| Vault requests per run | KDC AS / TGS | Exit codes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, title in PATHS:
+        sm = con.get(key)
+        if not sm:
+            continue
+        w, r = sm["wall_s"], sm.get("ratio") or {}
+        lines.append("| %s %s | %s [%s–%s] | %s | %s | %s | %s | %s | %s / %s | %s |" % (
+            key, title, fmt_ms(w["median"]), fmt_ms(w["min"]), fmt_ms(w["max"]),
+            fmt_ratio(r.get("wall_median")), fmt_ms(sm["cpu_s"]["median"]),
+            fmt_mib(sm["peak_rss_kb"]["median"] if sm["peak_rss_kb"] else None),
+            fmt_ratio(r.get("peak_rss")), fmt_vault(sm["vault_requests_per_run"]),
+            fmt_num(sm["kdc_requests_per_run"]["AS"]), fmt_num(sm["kdc_requests_per_run"]["TGS"]),
+            fmt_rcs(sm["exit_codes"])))
+    return "\n".join(lines)
+
+
+def goals_table(results):
+    g = results.get("goals")
+    if not g:
+        return ""
+    lines = ["Goals (issue 11 item 9; ratios of medians, ours / igwn-robot-get 0.3.3; "
+             "figures, not assertions):\n",
+             "| Goal | Target | Measured | Result |", "|---|---|---|---|"]
+    for row in g:
+        lines.append("| %s | %s | %s | %s |" % (row["goal"], row["target"], row["measured"],
+                                                 fmt_met(row["met"])))
+    return "\n".join(lines)
 
 
 def machine():
@@ -820,7 +1287,9 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     bed.start()
     try:
-        ours_py = ensure_ours()
+        ours_py, why = ensure_ours()
+        if why:
+            notes.append(why)
         tools = {"ours": Ours("ours", "ours (igwn_robot_get.py)", ours_py, bed, workdir)}
         if theirs_py:
             tools["theirs"] = Theirs("theirs", "igwn-robot-get 0.3.3", theirs_py, bed, workdir)
@@ -832,6 +1301,7 @@ def main(argv=None):
             "python": {"ours": ours_py, "theirs": theirs_py,
                        "version": platform.python_version()},
             "anchor_versions": anchor_ver if theirs_py else None,
+            "ours_versions": anchor_version(ours_py, OURS_DISTS),
             "tools": {k: {"label": t.label, "cmd": t.cmd()} for k, t in tools.items()},
             "paths": {},
             "notes": notes,
@@ -848,7 +1318,11 @@ def main(argv=None):
         ok_tools = [k for k in tools if k not in broken]
         runs = {}
         floor = {}
+        a_floor, a_exit, a_compile, a_fast = [], [], [], []
+        console = {}
         results["emulator_rtt_ms"] = emulator_rtt(bed)
+        if "ours" in ok_tools:  # the console script's .pyc, written once (not measured)
+            run_once(bed, tools["ours"], "a", console=True)
         for key, title in PATHS:
             if key not in args.paths:
                 continue
@@ -862,6 +1336,13 @@ def main(argv=None):
                         floor.setdefault(k, []).append(
                             run_measured([tools[k].python, "-c", "pass"],
                                          tools[k].import_env(), cwd=tools[k].dir))
+                    if key == "a" and k == "ours":  # path a's split, same rep
+                        a_floor.append(run_measured([tools[k].python, "-c", "pass"],
+                                                    tools[k].env(), cwd=tools[k].dir))
+                        a_exit.append(run_measured([tools[k].python, "-c", EXIT_CODE],
+                                                   tools[k].env(), cwd=tools[k].dir))
+                        a_compile.append(run_compile(tools[k]))
+                        a_fast.append(run_fast_path(tools[k]))
                     r = run_once(bed, tools[k], key)
                     if r["rc"] != 0:
                         log("%s path %s rep %d: exit %s: %s" % (
@@ -869,6 +1350,11 @@ def main(argv=None):
                     runs[(key, k)].append(r)
                     if key in ("a", "b", "c") and r["rc"] != 0:
                         warm_up(bed, tools[k])  # restore the state for the next rep
+                    if key in ("a", "b", "c") and k == "ours":  # for comparison only
+                        r = run_once(bed, tools[k], key, console=True)
+                        console.setdefault(key, []).append(r)
+                        if r["rc"] != 0:
+                            warm_up(bed, tools[k])
             summ = {k: summarise(runs[(key, k)]) for k in ok_tools}
             if "ours" in summ and "theirs" in summ:
                 o, t = summ["ours"], summ["theirs"]
@@ -881,6 +1367,38 @@ def main(argv=None):
                                             t["vault_requests_total_per_run"]),
                 }
             results["paths"][key] = summ
+        if a_floor:
+            with open(OURS_SCRIPT, "rb") as f:
+                src = f.read()
+            results["path_a_parts"] = {
+                "floor_wall_ms": med([r["wall"] * 1000 for r in a_floor]),
+                "floor_rss_kb": med([r["rss_kb"] for r in a_floor]),
+                "exit_wall_ms": med([r["wall"] * 1000 for r in a_exit]),
+                "fast_path_ms": med([f[1] * 1000 for f in a_fast if f]),
+                "fast_path_runs": sum(1 for f in a_fast if f),
+                "compile_ms": med([c * 1000 if c is not None else None for c in a_compile]),
+                "script_lines": src.count(b"\n"), "script_kib": round(len(src) / 1024.0, 1)}
+        results["console"] = {}
+        for key, rs in console.items():
+            sm = summarise(rs)
+            t = results["paths"][key].get("theirs")
+            if t:
+                sm["ratio"] = {
+                    "wall_median": ratio(sm["wall_s"]["median"], t["wall_s"]["median"]),
+                    "cpu_median": ratio(sm["cpu_s"]["median"], t["cpu_s"]["median"]),
+                    "peak_rss": ratio(sm["peak_rss_kb"] and sm["peak_rss_kb"]["median"],
+                                      t["peak_rss_kb"] and t["peak_rss_kb"]["median"])}
+            results["console"][key] = sm
+        # what requests, gssapi and requests-gssapi cost, in ours' venv
+        if "ours" in ok_tools:
+            log("import costs in ours' venv: %d reps" % args.reps)
+            probe_runs, chain_runs = {}, []
+            for rep in range(args.reps):
+                order = IMPORT_PROBES if rep % 2 == 0 else list(reversed(IMPORT_PROBES))
+                for name, stmt in order:
+                    probe_runs.setdefault(name, []).append(run_probe(tools["ours"], stmt))
+                chain_runs.append(run_chain(tools["ours"]))
+            results["costs"] = summarise_costs(probe_runs, chain_runs)
         results["floor"] = {k: {"wall_median_s": statistics.median(r["wall"] for r in v),
                                 "peak_rss_kb": statistics.median(r["rss_kb"] or 0 for r in v)}
                             for k, v in floor.items()}
@@ -900,7 +1418,10 @@ def main(argv=None):
         shutil.rmtree(workdir, ignore_errors=True)
 
     results["image"] = image_report()
-    results["goals"] = [{"goal": g, "figures": f, "met": ok} for g, f, ok in goals(results)]
+    results["goals"] = [{"goal": g, "target": t, "measured": m, "met": ok}
+                        for g, t, m, ok in goals(results)]
+    results["path_a_split"] = path_a_split(results)
+    results["rss_splits"] = rss_splits(results)
     results["elapsed_s"] = round(time.time() - started, 1)
 
     # -- report
@@ -910,6 +1431,10 @@ def main(argv=None):
           "interleaved; one MIT KDC + Vault emulator (TLS) on 127.0.0.1.\n" % (
               results["date"], m["cpu"], m["cores"], m["memory"], m["kernel"],
               results["python"]["version"], args.reps))
+    print("Ours from %s (%s); the anchor from %s (%s).\n" % (
+        os.path.relpath(results["python"]["ours"], REPO), results["ours_versions"],
+        os.path.relpath(results["python"]["theirs"], REPO) if results["python"]["theirs"]
+        else "–", results["anchor_versions"] or "not measured"))
     print(markdown(results))
     print()
     summ = summary_table(results)
@@ -928,33 +1453,11 @@ def main(argv=None):
                           ": the emulator stalls each response (no TCP_NODELAY: Nagle's algorithm "
                           "meets delayed ACK); every Vault request of both tools pays this, "
                           "which a real Vault server (Go sets TCP_NODELAY) does not charge."))
-    prof = results["import_profiles"]
-    if prof:
-        print("Third-party packages imported per path (from `-X importtime`, "
-              "beyond interpreter start-up):\n")
-        print("| Path | %s |" % " | ".join(tools[k].label for k in prof))
-        print("|---|%s" % ("---|" * len(prof)))
-        for key, _ in PATHS:
-            cells = []
-            for k in prof:
-                pr = prof[k].get(key)
-                if pr is None:
-                    cells.append("–")
-                    continue
-                tp = pr["third_party_top_level"]
-                cells.append("%d modules, %.0f ms import; third-party: %s" % (
-                    pr["modules_imported"], pr["import_us_total"] / 1000.0,
-                    ", ".join(tp) if tp else "none"))
-            print("| %s | %s |" % (key, " | ".join(cells)))
-        print()
-    if results["goals"]:
-        print("Goals (issue #7 item 2; figures, not assertions):\n")
-        print("| Goal | Figures | Met |")
-        print("|---|---|---|")
-        for g in results["goals"]:
-            print("| %s | %s | %s |" % (g["goal"], g["figures"], "–" if g["met"] is None
-                                         else "yes" if g["met"] else "**no**"))
-        print()
+    for part in (imports_table(results), costs_table(results), splits_text(results),
+                 console_table(results), goals_table(results)):
+        if part:
+            print(part)
+            print()
     img = results["image"]
     if img.get("available"):
         print("Image %s: %.1f MB%s." % (
@@ -973,6 +1476,11 @@ def main(argv=None):
                     " / ".join(sm["stderr_last"]) or "(none)"))
             if sm and sm["problems"]:
                 print("Note: %s, path %s: %s" % (tools[k].label, key, "; ".join(sm["problems"])))
+    for key, sm in sorted((results.get("console") or {}).items()):
+        if list(sm["exit_codes"]) != ["0"]:
+            print("Note: ours through its console script, path %s: exit codes %s; last stderr "
+                  "line: %s" % (key, fmt_rcs(sm["exit_codes"]),
+                                " / ".join(sm["stderr_last"]) or "(none)"))
     for n in results["notes"]:
         print("Note: " + n)
     print("\nElapsed %.0f s; JSON: %s" % (results["elapsed_s"], args.json))
@@ -985,7 +1493,8 @@ def main(argv=None):
     # a benchmark, not a test: fail only when ours cannot do its job
     ours_bad = "ours" in broken or any(
         list(results["paths"].get(k, {}).get("ours", {}).get("exit_codes", {"0": 1})) != ["0"]
-        for k in "abcd")
+        for k in "abcd") or any(
+        list(sm["exit_codes"]) != ["0"] for sm in (results.get("console") or {}).values())
     return 1 if ours_bad else 0
 
 
