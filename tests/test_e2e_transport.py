@@ -381,3 +381,16 @@ def test_no_credential_cache_written_anywhere(tool, testbed):
     ccaches = [p for p in changed if _looks_like_ccache(p)]
     assert ccaches == [], ccaches
     assert not any(p.startswith(tmpdir + os.sep) for p in after), "files left in TMPDIR"
+
+
+# ------------------------------------------------------------------ redaction
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_negotiate_token_echoed_bare_by_the_server_is_redacted(tool, testbed, log_format):
+    # run_scanned fails on any secret the emulator saw, the echoed token included
+    testbed.emu.fault("kerberos_login", echo_authorization=True, count=20)
+    proc = run(tool, "--log-format", log_format, "--timeout", "5")
+    assert proc.returncode == 6, proc.stderr
+    echoed = [s for s in testbed.emu.secrets() if s.startswith("YII")]
+    assert echoed, "the emulator echoed no Negotiate token"
+    assert "<redacted>" in proc.stderr

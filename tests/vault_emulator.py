@@ -30,6 +30,9 @@ Faults (``POST /_emu/config {"faults": [{"endpoint": E, ...}]}``, each used
                      the real answer padded with JSON whitespace to BYTES
                      (default 50 MiB): announced with Content-Length, or
                      chunked, or delimited by closing the connection
+  echo_authorization=True
+                     answer 401 quoting the request's Negotiate token, bare, in
+                     both errors and warnings (a server that echoes credentials)
   drip=S [drip_headers=True]
                      the real answer with its Content-Length, the body sent one
                      byte every S seconds (with drip_headers, the status line
@@ -759,6 +762,12 @@ class Handler(BaseHTTPRequestHandler):
             raise Dropped()
         if fault.get("status") and not fault.get("processed"):
             raise self.status_fault(fault)
+        if fault.get("echo_authorization"):
+            # A server that quotes the client's Negotiate token back, bare.
+            token = self.headers.get("Authorization", "").partition(" ")[2].strip()
+            self.server.state.remember(token)
+            raise VaultError(401, "authentication failed: cannot use " + token,
+                             warnings=["rejected token " + token])
 
     @staticmethod
     def status_fault(fault):
