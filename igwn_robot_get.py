@@ -550,10 +550,12 @@ def open_trusted(path, what, fix, private=False, limit=READ_LIMIT,
     blocking (a FIFO or a device planted at our path cannot hang the run),
     and believed only if the descriptor is a regular file that belongs to us
     and that nobody else can write (with ``private``, nor read).  A
-    ``reader`` (``--show`` run by another user in the writer's group) also
-    believes a file of another uid that only its owner can write, in a
-    directory that not everyone can write.  Anything else raises
-    UntrustedFile; at most ``limit`` bytes are read.
+    ``reader`` (``--show`` in an application that only reads the token) also
+    believes a file of another uid that only its owner can write, when it
+    cannot write the directory itself (a read-only mount): the robot always
+    can write its own, so its health check never vouches for a file its runs
+    refuse.  Anything else raises UntrustedFile; at most ``limit`` bytes are
+    read.
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     try:
@@ -574,8 +576,8 @@ def open_trusted(path, what, fix, private=False, limit=READ_LIMIT,
                     "a device" if stat.S_ISCHR(info.st_mode) or
                     stat.S_ISBLK(info.st_mode) else "not a regular file")
             raise UntrustedFile(path, what, "it is " + kind, fix)
-        if info.st_uid != os.geteuid() and not (reader and not os.stat(
-                os.path.dirname(os.path.abspath(path))).st_mode & 0o002):
+        if info.st_uid != os.geteuid() and not (reader and not os.access(
+                os.path.dirname(os.path.abspath(path)), os.W_OK)):
             raise UntrustedFile(path, what, "it belongs to uid {}, not to us "
                                 "(uid {}), so someone else may have planted "
                                 "it".format(info.st_uid, os.geteuid()), fix)
@@ -898,10 +900,12 @@ def redact(text):
     return _SECRET_PATTERNS.sub("<redacted>", text)
 
 
-def printable(text):
+def printable(text, newlines=False):
     """``text`` with control characters (a server's ANSI escapes, carriage
-    returns) shown as ``?``, so nobody else's text can drive the terminal."""
-    return "".join(c if c.isprintable() or c == "\n" else "?" for c in str(text))
+    returns, newlines unless allowed) shown as ``?``, so nobody else's text
+    can drive the terminal or add lines to ours."""
+    return "".join(c if c.isprintable() or (newlines and c == "\n") else "?"
+                   for c in str(text))
 
 
 # -- local token check (the full run) -----------------------------------------------
@@ -2835,7 +2839,7 @@ class _Formatter(logging.Formatter):
     """Every log line redacted and printable, as text or as JSON."""
 
     def format(self, record):
-        message = printable(redact(record.getMessage()))
+        message = printable(redact(record.getMessage()), newlines=True)
         if _LOG_STATE["json"]:
             doc = {"time": _iso(record.created), "level":
                    record.levelname.lower() if record.levelno >= 10 else
