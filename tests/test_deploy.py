@@ -311,10 +311,17 @@ def test_deployment_probe_command_works(open_tmp, seconds_left, expected):
     os.chown(home, reader["runAsUser"], reader["runAsGroup"])
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "BEARER_TOKEN_FILE": str(token)}
     groups = [reader["runAsGroup"]] + list(reader["supplementalGroups"])
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL, cwd=str(home),
-                          user=reader["runAsUser"], group=reader["runAsGroup"],
-                          extra_groups=groups)
+    # The reader mounts the volume read-only, as the Deployment says: --show believes
+    # the writer's file only where it cannot write the directory itself.
+    (mount,) = [m for m in app["volumeMounts"] if m["name"] == "robot-tokens"]
+    assert mount["readOnly"] is True
+    as_reader = ["setpriv", "--reuid", str(reader["runAsUser"]), "--regid",
+                 str(reader["runAsGroup"]), "--groups", ",".join(map(str, groups)), "--"]
+    read_only = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift '
+                 '&& exec "$@"', "sh", str(tokens)]
+    proc = subprocess.run(read_only + as_reader + command, env=env, capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=str(home))
     assert proc.returncode == expected, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     if seconds_left is not None:

@@ -335,19 +335,22 @@ def nobody_area(testbed):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the tool as nobody")
 def test_output_directory_not_writable_for_user(tool, testbed, nobody_area):
-    # Debian's python3: the venv's interpreter lives under /root, which nobody cannot
-    # enter; the check must come before any third-party import anyway.
-    python = shutil.which("python3", path="/usr/bin")
-    if python is None:
-        pytest.skip("no /usr/bin/python3")
+    # The checkout may live where nobody cannot read it (a clone in /root, mode 0700):
+    # run a copy of the tool, as a copy-in host would, with an interpreter nobody can
+    # run that has the tool's packages (python_for skips, saying why, if there is none).
+    from userlib import as_user, python_for, tool_copy
+    python, extra_env = python_for(65534, 65534)
+    copy = tool_copy(nobody_area)
     locked = os.path.join(nobody_area, "root-owned")
     os.mkdir(locked, 0o755)
     env = testbed.tool_env(HOME=nobody_area,
-                           KRB5_KTNAME=os.path.join(nobody_area, "robot.keytab"))
-    result = testbed.run_tool(["-o", os.path.join(locked, "bt"), "--vaulttokenfile",
-                               os.path.join(nobody_area, "vt")],
-                              env=env, python=python, user=65534, group=65534,
-                              extra_groups=[], cwd=nobody_area)
+                           KRB5_KTNAME=os.path.join(nobody_area, "robot.keytab"), **extra_env)
+    result = subprocess.run(
+        as_user(65534, 65534) + [python, copy] + testbed.tool_args() + [
+            "-o", os.path.join(locked, "bt"), "--vaulttokenfile",
+            os.path.join(nobody_area, "vt")],
+        env=env, cwd=nobody_area, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60)
     assert "Traceback" not in result.stderr, result.stderr
     assert_failure(result, 8, locked)
     assert testbed.emu.total() == 0

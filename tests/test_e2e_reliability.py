@@ -6,8 +6,8 @@ overlapping runs serialise on the lock and Vault sees one renewal; transient
 faults are retried within the --timeout budget and "no" answers are not; a
 silent KDC costs nothing when a cached vault token works and a bounded time
 when it does not; unusable tokens are refused with the old token kept; files
-are 0600 whatever the umask; planted symlinks and foreign files in sticky
-shared directories are refused; and no run at -vvv prints a secret.
+are 0600 whatever the umask; symlinks at the token path and foreign files in
+sticky shared directories are refused; and no run at -vvv prints a secret.
 """
 
 import os
@@ -448,27 +448,40 @@ def test_planted_foreign_file_in_sticky_dir_refused(testbed, files, sticky):
 
 
 def test_planted_vault_token_symlink_not_followed(testbed, files, sticky):
+    """The vault token cache is only a cache: a planted symlink there is neither read
+    nor written through, nor replaced; the run warns, logs in with Kerberos, and
+    succeeds."""
     directory, victim = sticky
     vt = os.path.join(directory, "vt_u0")
     os.symlink(victim, vt)
     os.lchown(vt, 65534, 65534)
     proc = run_tool(testbed, ["-o", files["bt"], "--vaulttokenfile", vt],
                     env=env_for(testbed, files))
-    assert proc.returncode in (0, 8), proc.stderr
+    assert proc.returncode == 0, proc.stderr
     assert read_bytes(victim) == b"precious\n", "vault token written through a planted symlink"
-    if proc.returncode == 8:
-        assert os.path.islink(vt)
+    assert os.path.islink(vt), "the planted symlink was replaced"
+    assert testbed.emu.counters()["kerberos_login"] == 1
+    warnings = [line for line in proc.stderr.splitlines()
+                if line.startswith("igwn-robot-get: warning:") and vt in line]
+    assert warnings, proc.stderr
+    assert valid_token_bytes(read_bytes(files["bt"]))
 
 
-def test_own_symlink_in_private_dir_replaced_not_followed(testbed, files, tmp_path):
+def test_own_symlink_in_private_dir_refused_not_followed(testbed, files, tmp_path):
+    """A symlink at the token path is never trusted nor followed, even in our own
+    directory: exit 8 before any Kerberos or Vault work, everything left as it was."""
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     os.symlink(str(victim), files["bt"])
+    kdc = testbed.kdc_requests()
     proc = run_tool(testbed, paths_args(files), env=env_for(testbed, files))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 8, proc.stderr
+    line = error_lines(proc.stderr)[-1]
+    assert files["bt"] in line and "symbolic link" in line, line
     assert victim.read_text() == "precious\n"
-    assert not os.path.islink(files["bt"])
-    assert valid_token_bytes(read_bytes(files["bt"]))
+    assert os.path.islink(files["bt"])
+    assert testbed.emu.total() == 0 and testbed.kdc_requests() == kdc
+    assert not os.path.exists(files["bt"] + ".lock")
 
 
 def test_unwritable_output_dir_fails_fast_without_network(testbed, files):
