@@ -618,9 +618,13 @@ def test_copy_in_script_with_kubernetes_keytab_modes(testbed, open_tmp, mode, ex
     os.chown(home, 1000, 1000)
     env = testbed.tool_env(HOME=str(home), KRB5_KTNAME=str(keytab),
                            BEARER_TOKEN_FILE=str(tokens / "scitoken.use"))
+    # a copy UID 1000 can read, as a copy-in host has (the checkout may be in /root)
+    script = tmp_path / "igwn_robot_get.py"
+    shutil.copy(TOOL, script)
+    script.chmod(0o644)
     proc = testbed.run_tool(["-v", "--minsecs", "3600", "--vaulttokenfile", "none"], env=env,
-                            python=python, user=1000, group=1000, extra_groups=[1000],
-                            cwd=str(home))
+                            python=python, script=str(script), user=1000, group=1000,
+                            extra_groups=[1000], cwd=str(home))
     assert "Traceback" not in proc.stderr, proc.stderr
     if expected == 0:
         assert proc.returncode != 3, proc.stderr

@@ -578,24 +578,28 @@ class Testbed:
     def tool_args(self):
         return ["-a", self.vault_url, "--cafile", self.ca_file]
 
-    def tool_command(self, args, python=None):
+    def tool_command(self, args, python=None, script=None):
         """The tool's command line; IGWN_TOOL_PYTHON picks the interpreter
         (the old- and newest-Python runs of `make test`)."""
         python = python or os.environ.get("IGWN_TOOL_PYTHON") or sys.executable
-        return [python, TOOL] + self.tool_args() + [str(a) for a in args]
+        return [python, script or TOOL] + self.tool_args() + [str(a) for a in args]
 
-    def run_tool(self, args, env=None, timeout=60, tty=False, python=None, **popen_kw):
+    def run_tool(self, args, env=None, timeout=60, tty=False, python=None, script=None,
+                 **popen_kw):
         """Run the tool to completion; return a text CompletedProcess.
 
         tty=False: stdin is /dev/null, stdout and stderr are pipes (no terminal).
         tty=True: stdin, stdout and stderr share one pseudo-terminal; the output
         is in .stdout (stderr is empty). python: the interpreter (default: this
-        one). Extra keyword arguments (user=, group=, cwd=, ...) go to subprocess.
+        one). script: a copy of the tool to run instead of the checkout's (for a
+        user who cannot read the checkout). Extra keyword arguments (user=, group=,
+        cwd=, ...) go to subprocess.
         """
         env = self.tool_env() if env is None else env
         if tty:
             return self._run_tty(args, env, timeout)
-        return subprocess.run(self.tool_command(args, python), env=env, stdin=subprocess.DEVNULL,
+        return subprocess.run(self.tool_command(args, python, script), env=env,
+                              stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=timeout, check=False,
                               **popen_kw)
 
