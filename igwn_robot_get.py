@@ -275,8 +275,8 @@ def is_dev_file(path):
 
 
 # The options the fast path reads, by their argparse dest; _CONVERTERS checks
-# the values argparse checks (the others take any text).  create_parser() defines every option;
-# anything not listed here sends the run to the full path.
+# the values argparse checks (the others take any text).  create_parser()
+# defines every option; anything not listed here sends the run to the full path.
 _FAST_VALUES = {
     "-o": "outfile", "--outfile": "outfile", "--bearertokenfile": "outfile",
     "-m": "minsecs", "--minsecs": "minsecs",
@@ -767,7 +767,7 @@ def _fast_options(argv):
         arg = args.pop(0)
         name, eq, value = arg.partition("=") if arg.startswith("--") else (
             arg, "", "")
-        if arg[:1] == "-" and len(arg) > 1 and not arg.strip("v") == "-":
+        if arg[:1] == "-" and len(arg) > 1 and arg.strip("v") != "-":
             if name in _FAST_FLAGS and not eq:
                 key = _FAST_FLAGS[name]
                 if key == "verbose":
@@ -1525,7 +1525,8 @@ class VaultClient(object):
                 retry_after = reply_headers.get("Retry-After")
             last = failure
             delay = self.backoff(attempt, retry_after)
-            if not retry or delay >= self.deadline - time.monotonic() - 0.1:
+            if not retry or getattr(failure, "final", False) or \
+                    delay >= self.deadline - time.monotonic() - 0.1:
                 raise given_up(failure, attempt)
             log.info("%s; retrying in %.1fs", failure, delay,
                      extra={"event": "retry"})
@@ -1578,30 +1579,30 @@ class VaultClient(object):
                 if proxy else "", what))
 
     def connection_failure(self, exc, url, proxy):
-        """The VaultUnreachable for a failed exchange; a name that cannot
-        resolve (with no proxy to resolve it) is final at once."""
+        """The VaultUnreachable for a failed exchange, ``final`` when asking
+        again cannot help: the proxy said no (407, 403), or a name that does
+        not resolve with no proxy to resolve it."""
         import socket
-        root = root_cause(exc)
         reason = describe_failure(exc)
         where = url_origin(url)
         if proxy:
+            words = reason.split()
             error = VaultUnreachable(
                 "cannot reach Vault at {} through the proxy {} ({}); check "
                 "HTTPS_PROXY/NO_PROXY and that the proxy allows CONNECT to {}"
                 "{}".format(where, url_origin(proxy), reason, where,
                             " and which credentials it wants (in HTTPS_PROXY "
-                            "as http://user:password@host:port)" if " 407 " in
-                            " " + reason + " " else ""))
-            if " 407 " in " " + reason + " " or " 403 " in " " + reason + " ":
-                raise error  # the proxy said no: asking again changes nothing
+                            "as http://user:password@host:port)" if "407" in
+                            words else ""))
+            error.final = "407" in words or "403" in words
             return error
         error = VaultUnreachable(
             "cannot reach Vault at {} ({}); check --vaultserver, the network "
             "and DNS of this host (or container), and that outbound HTTPS to "
             "port {} is allowed".format(where, reason, where.rsplit(":", 1)[1]))
-        if isinstance(root, socket.gaierror) and root.errno != getattr(
-                socket, "EAI_AGAIN", None):
-            raise error
+        root = root_cause(exc)
+        error.final = isinstance(root, socket.gaierror) and root.errno != \
+            getattr(socket, "EAI_AGAIN", None)
         return error
 
     def redirect(self, url, headers, what, redirects):
